@@ -1,0 +1,285 @@
+// CPU kernels of d2l_ext::cross_entropy and its backward.
+//
+// Forward reads each row of logits once from memory (max, then sum of exp from
+// cache) and keeps only the row's log-sum-exp; backward recomputes the softmax
+// from input and lse and writes the gradient in the same pass. Rows are spread
+// over threads with at::parallel_for; float32 rows that are contiguous use the
+// AVX2 primitives in vec_avx2.h, everything else a generic strided loop that
+// accumulates in double.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+
+#include "../cross_entropy.h"
+#include "vec_avx2.h"
+
+namespace d2l_ext {
+namespace {
+
+// The view of one example's logits: C values, `stride` apart.
+template <typename scalar_t>
+struct Row {
+  const scalar_t* x;
+  int64_t stride;
+  scalar_t operator[](int64_t c) const { return x[c * stride]; }
+};
+
+// Per-row quantities of the loss, shared by the forward and backward kernels.
+template <typename scalar_t>
+struct CEParams {
+  CEShape shape;
+  const scalar_t* input;
+  const int64_t* target;    // class indices, or null
+  const scalar_t* probs;    // class probabilities, or null
+  const scalar_t* weight;   // (C,) or null
+  int64_t ignore_index;
+  double eps;               // label smoothing
+  double weight_sum;        // sum_c w[c] (C when unweighted)
+
+  int64_t offset(int64_t row) const {  // of element (row, class 0)
+    const int64_t n = row / shape.S, s = row % shape.S;
+    return n * shape.C * shape.S + s;
+  }
+  double w(int64_t c) const { return weight ? static_cast<double>(weight[c]) : 1.0; }
+
+  // Validated class index of a row, or -1 when the row is ignored.
+  int64_t class_of(int64_t row) const {
+    const int64_t t = target[row];
+    if (t == ignore_index) return -1;
+    TORCH_CHECK_INDEX(t >= 0 && t < shape.C, "d2l_ext.cross_entropy: target ", t,
+                      " is out of bounds for ", shape.C, " classes (ignore_index=",
+                      ignore_index, ")");
+    return t;
+  }
+};
+
+// log-sum-exp of one row, in double.
+template <typename scalar_t>
+double row_lse(Row<scalar_t> r, int64_t C) {
+#ifdef D2L_EXT_HAVE_AVX2
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (r.stride == 1 && cpu::avx2::cpu_has_avx2()) {
+      const float m = cpu::avx2::row_max(r.x, C);
+      return static_cast<double>(m) + std::log(static_cast<double>(cpu::avx2::row_sum_exp(r.x, C, m)));
+    }
+  }
+#endif
+  double m = -std::numeric_limits<double>::infinity();
+  for (int64_t c = 0; c < C; ++c) m = std::max(m, static_cast<double>(r[c]));
+  double s = 0.0;
+  for (int64_t c = 0; c < C; ++c) s += std::exp(static_cast<double>(r[c]) - m);
+  return m + std::log(s);
+}
+
+// sum_c w[c] * x[c] over a row (w = 1 when unweighted).
+template <typename scalar_t>
+double row_weighted_sum(Row<scalar_t> r, const scalar_t* w, int64_t C) {
+#ifdef D2L_EXT_HAVE_AVX2
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (r.stride == 1 && cpu::avx2::cpu_has_avx2()) return cpu::avx2::row_dot(r.x, w, C);
+  }
+#endif
+  double s = 0.0;
+  for (int64_t c = 0; c < C; ++c) s += (w ? static_cast<double>(w[c]) : 1.0) * r[c];
+  return s;
+}
+
+// Forward over rows [begin, end): per-row loss, the weight it adds to the
+// "mean" divisor, and the lse kept for backward.
+template <typename scalar_t, typename acc_t>
+void forward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, acc_t* loss,
+                  acc_t* row_weight, acc_t* lse_out) {
+  const int64_t C = p.shape.C, S = p.shape.S;
+  for (int64_t row = begin; row < end; ++row) {
+    const Row<scalar_t> r{p.input + p.offset(row), S};
+    if (p.target) {
+      const int64_t t = p.class_of(row);
+      if (t < 0) {  // ignored: contributes nothing, even if its logits are NaN
+        loss[row] = 0;
+        row_weight[row] = 0;
+        lse_out[row] = 0;
+        continue;
+      }
+      const double lse = row_lse(r, C);
+      const double wt = p.w(t);
+      double l = (1.0 - p.eps) * wt * (lse - static_cast<double>(r[t]));
+      if (p.eps > 0.0)
+        l += p.eps / C * (p.weight_sum * lse - row_weighted_sum(r, p.weight, C));
+      loss[row] = static_cast<acc_t>(l);
+      row_weight[row] = static_cast<acc_t>(wt);
+      lse_out[row] = static_cast<acc_t>(lse);
+    } else {
+      // Smoothed probabilities q' = (1 - eps) q + eps / C; loss = sum_c w q' (lse - x).
+      const double lse = row_lse(r, C);
+      const Row<scalar_t> q{p.probs + p.offset(row), S};
+      double a = 0.0, b = 0.0;
+      for (int64_t c = 0; c < C; ++c) {
+        const double wq = p.w(c) * ((1.0 - p.eps) * q[c] + p.eps / C);
+        a += wq;
+        b += wq * r[c];
+      }
+      loss[row] = static_cast<acc_t>(a * lse - b);
+      row_weight[row] = 1;
+      lse_out[row] = static_cast<acc_t>(lse);
+    }
+  }
+}
+
+// Backward over rows [begin, end): grad[row, c] = g * d loss_row / d x[row, c].
+template <typename scalar_t, typename acc_t>
+void backward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, const acc_t* lse,
+                   const scalar_t* grad_loss, bool grad_per_row, double grad_scale,
+                   scalar_t* grad) {
+  const int64_t C = p.shape.C, S = p.shape.S;
+  for (int64_t row = begin; row < end; ++row) {
+    const int64_t off = p.offset(row);
+    const Row<scalar_t> r{p.input + off, S};
+    scalar_t* out = grad + off;
+    const double g = (grad_per_row ? static_cast<double>(grad_loss[row]) : 1.0) * grad_scale;
+    if (p.target) {
+      const int64_t t = p.class_of(row);
+      if (t < 0) {
+        for (int64_t c = 0; c < C; ++c) out[c * S] = 0;
+        continue;
+      }
+      // d/dx_c = g * [((1-eps) w_t + eps W / C) softmax_c - eps / C * w_c - (1-eps) w_t [c == t]]
+      const double wt = p.w(t);
+      const double a = g * ((1.0 - p.eps) * wt + p.eps * p.weight_sum / C);
+      const double b = g * p.eps / C;
+      const double l = static_cast<double>(lse[row]);
+#ifdef D2L_EXT_HAVE_AVX2
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (S == 1 && cpu::avx2::cpu_has_avx2()) {
+          cpu::avx2::row_softmax_grad(out, r.x, C, static_cast<float>(l), static_cast<float>(a),
+                                      static_cast<float>(b), p.weight);
+          out[t] = static_cast<float>(out[t] - g * (1.0 - p.eps) * wt);
+          continue;
+        }
+      }
+#endif
+      for (int64_t c = 0; c < C; ++c)
+        out[c * S] = static_cast<scalar_t>(a * std::exp(r[c] - l) - b * p.w(c));
+      out[t * S] = static_cast<scalar_t>(out[t * S] - g * (1.0 - p.eps) * wt);
+    } else {
+      // d/dx_c = g * (A softmax_c - w_c q'_c) with A = sum_c w_c q'_c.
+      const Row<scalar_t> q{p.probs + off, S};
+      const double l = static_cast<double>(lse[row]);
+      double A = 0.0;
+      for (int64_t c = 0; c < C; ++c) A += p.w(c) * ((1.0 - p.eps) * q[c] + p.eps / C);
+      for (int64_t c = 0; c < C; ++c) {
+        const double wq = p.w(c) * ((1.0 - p.eps) * q[c] + p.eps / C);
+        out[c * S] = static_cast<scalar_t>(g * (A * std::exp(r[c] - l) - wq));
+      }
+    }
+  }
+}
+
+// Rows per task so that each task touches roughly GRAIN_SIZE logits.
+int64_t row_grain(int64_t C) { return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(C, 1)); }
+
+template <typename scalar_t>
+CEParams<scalar_t> make_params(const CEShape& shape, const at::Tensor& input, const at::Tensor& target,
+                               const at::Tensor& weight, int64_t ignore_index, double eps) {
+  CEParams<scalar_t> p{shape, input.const_data_ptr<scalar_t>(), nullptr, nullptr, nullptr,
+                       ignore_index, eps, static_cast<double>(shape.C)};
+  if (shape.prob_target) p.probs = target.const_data_ptr<scalar_t>();
+  else p.target = target.const_data_ptr<int64_t>();
+  if (weight.defined()) {
+    p.weight = weight.const_data_ptr<scalar_t>();
+    p.weight_sum = 0.0;
+    for (int64_t c = 0; c < shape.C; ++c) p.weight_sum += static_cast<double>(p.weight[c]);
+  }
+  return p;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_cpu(
+    const at::Tensor& input_, const at::Tensor& target_, const c10::optional<at::Tensor>& weight_,
+    int64_t reduction, int64_t ignore_index, double label_smoothing) {
+  const CEShape shape = check_cross_entropy_args(input_, target_, weight_, reduction, label_smoothing);
+  TORCH_CHECK(input_.device().is_cpu(), "d2l_ext.cross_entropy (CPU kernel): input must be on the CPU");
+  TORCH_CHECK(input_.scalar_type() == at::kFloat || input_.scalar_type() == at::kDouble,
+              "d2l_ext.cross_entropy: the CPU kernel supports float32 and float64 input, got ",
+              input_.scalar_type());
+  const at::Tensor input = input_.contiguous();
+  const at::Tensor target = target_.contiguous();
+  const at::Tensor weight = weight_.has_value() && weight_->defined() ? weight_->contiguous() : at::Tensor();
+
+  const auto rows_shape = per_example_sizes(input);
+  at::Tensor loss_rows = at::empty(rows_shape, input.options());
+  at::Tensor weight_rows = at::empty(rows_shape, input.options());
+  at::Tensor lse = at::empty(rows_shape, input.options());
+
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "d2l_ext_cross_entropy_cpu", [&] {
+    const auto p = make_params<scalar_t>(shape, input, target, weight, ignore_index, label_smoothing);
+    scalar_t* loss_ptr = loss_rows.data_ptr<scalar_t>();
+    scalar_t* w_ptr = weight_rows.data_ptr<scalar_t>();
+    scalar_t* lse_ptr = lse.data_ptr<scalar_t>();
+    at::parallel_for(0, shape.rows(), row_grain(shape.C), [&](int64_t begin, int64_t end) {
+      forward_rows<scalar_t, scalar_t>(p, begin, end, loss_ptr, w_ptr, lse_ptr);
+    });
+  });
+
+  at::Tensor total_weight = weight_rows.sum();
+  if (reduction == static_cast<int64_t>(Reduction::None)) return {loss_rows, lse, total_weight};
+  at::Tensor loss = loss_rows.sum();
+  if (reduction == static_cast<int64_t>(Reduction::Mean)) loss.div_(total_weight);
+  return {loss, lse, total_weight};
+}
+
+at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_loss_, const at::Tensor& input_,
+                                      const at::Tensor& target_, const c10::optional<at::Tensor>& weight_,
+                                      const at::Tensor& lse_, const at::Tensor& total_weight,
+                                      int64_t reduction, int64_t ignore_index, double label_smoothing) {
+  const CEShape shape = check_cross_entropy_args(input_, target_, weight_, reduction, label_smoothing);
+  TORCH_CHECK(input_.device().is_cpu(), "d2l_ext._cross_entropy_backward (CPU kernel): input must be on the CPU");
+  TORCH_CHECK(input_.scalar_type() == at::kFloat || input_.scalar_type() == at::kDouble,
+              "d2l_ext._cross_entropy_backward: the CPU kernel supports float32 and float64 input, got ",
+              input_.scalar_type());
+  const bool per_row = reduction == static_cast<int64_t>(Reduction::None);
+  const auto rows_shape = per_example_sizes(input_);
+  TORCH_CHECK(per_row ? grad_loss_.sizes() == at::IntArrayRef(rows_shape) : grad_loss_.dim() == 0,
+              "d2l_ext._cross_entropy_backward: grad_loss has shape ", grad_loss_.sizes(),
+              " but the loss has shape ", per_row ? at::IntArrayRef(rows_shape) : at::IntArrayRef());
+  TORCH_CHECK(lse_.sizes() == at::IntArrayRef(rows_shape) && lse_.scalar_type() == input_.scalar_type(),
+              "d2l_ext._cross_entropy_backward: lse must be ", input_.scalar_type(), " of shape ",
+              at::IntArrayRef(rows_shape), ", got ", lse_.scalar_type(), " ", lse_.sizes());
+  TORCH_CHECK(grad_loss_.scalar_type() == input_.scalar_type(),
+              "d2l_ext._cross_entropy_backward: grad_loss must have input's dtype ", input_.scalar_type(),
+              ", got ", grad_loss_.scalar_type());
+  TORCH_CHECK(total_weight.numel() == 1, "d2l_ext._cross_entropy_backward: total_weight must have one element");
+
+  const at::Tensor input = input_.contiguous();
+  const at::Tensor target = target_.contiguous();
+  const at::Tensor weight = weight_.has_value() && weight_->defined() ? weight_->contiguous() : at::Tensor();
+  const at::Tensor lse = lse_.contiguous();
+  const at::Tensor grad_loss = grad_loss_.contiguous();
+  at::Tensor grad = at::empty_like(input, at::MemoryFormat::Contiguous);
+
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "d2l_ext_cross_entropy_backward_cpu", [&] {
+    const auto p = make_params<scalar_t>(shape, input, target, weight, ignore_index, label_smoothing);
+    double scale = 1.0;
+    if (!per_row) {
+      scale = static_cast<double>(grad_loss.item<scalar_t>());
+      if (reduction == static_cast<int64_t>(Reduction::Mean)) scale /= total_weight.item<double>();
+    }
+    const scalar_t* g_ptr = grad_loss.const_data_ptr<scalar_t>();
+    const scalar_t* lse_ptr = lse.const_data_ptr<scalar_t>();
+    scalar_t* out = grad.data_ptr<scalar_t>();
+    at::parallel_for(0, shape.rows(), row_grain(shape.C), [&](int64_t begin, int64_t end) {
+      backward_rows<scalar_t, scalar_t>(p, begin, end, lse_ptr, g_ptr, per_row, scale, out);
+    });
+  });
+  return grad;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(d2l_ext, CPU, m) {
+  m.impl("cross_entropy", &cross_entropy_cpu);
+  m.impl("_cross_entropy_backward", &cross_entropy_backward_cpu);
+}
+
+}  // namespace d2l_ext
