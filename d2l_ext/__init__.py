@@ -5,9 +5,8 @@
 op. ``d2l_ext.backend()`` says which side runs: "native" or "python".
 """
 
-from . import _ops
+from . import functional, nn, reference
 from ._backend import backend, has_cuda_kernels, native_available, set_backend, use_backend
-from . import functional, nn, reference  # noqa: E402  (after the backend is settled)
 
 __version__ = "0.1.0"
 

@@ -13,6 +13,8 @@ import functools
 import torch
 from torch import Tensor
 
+from . import reference
+
 LOADED = False
 LOAD_ERROR: BaseException | None = None
 try:
@@ -24,9 +26,10 @@ except ImportError as e:  # not built, or built against another torch
 
 # torch's at::Reduction values, as the ops take them.
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+_REDUCTION_NAMES = {v: k for k, v in REDUCTIONS.items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def has_kernels_for(dispatch_key: str) -> bool:
     """Whether d2l_ext ops have kernels for a dispatch key ("CPU", "CUDA")."""
     if not LOADED:
@@ -91,9 +94,25 @@ def _ce_backward(ctx, grad_loss, _grad_lse, _grad_total_weight):
     input, target, weight, lse, total_weight = ctx.saved_tensors
     reduction, ignore_index, label_smoothing = ctx.options
     grad_input = grad_target = None
-    if ctx.needs_input_grad[0]:
+    if ctx.needs_input_grad[0] and torch.is_grad_enabled():
+        # create_graph=True: the gradient needs a graph of its own (double
+        # backward), which the fused kernel does not record; differentiate the
+        # reference maths instead. Ordinary backward never takes this path.
+        with torch.enable_grad():
+            ref = reference.cross_entropy(
+                input, target, weight, _REDUCTION_NAMES[reduction], ignore_index, label_smoothing
+            )
+        (grad_input,) = torch.autograd.grad(ref, input, grad_loss, create_graph=True)
+    elif ctx.needs_input_grad[0]:
         grad_input = torch.ops.d2l_ext._cross_entropy_backward(
-            grad_loss, input, target, weight, lse, total_weight, reduction, ignore_index,
+            grad_loss,
+            input,
+            target,
+            weight,
+            lse,
+            total_weight,
+            reduction,
+            ignore_index,
             label_smoothing,
         )
     if ctx.needs_input_grad[1]:
@@ -105,14 +124,20 @@ def _ce_backward(ctx, grad_loss, _grad_lse, _grad_total_weight):
         grad_target = -(1.0 - label_smoothing) * g.unsqueeze(1) * logp
         if weight is not None:
             grad_target = grad_target * weight.view([1, -1] + [1] * (input.dim() - 2))
+    grad_weight = None
     if ctx.needs_input_grad[2]:
-        raise RuntimeError("d2l_ext.cross_entropy: the gradient with respect to weight is not implemented")
-    return grad_input, grad_target, None, None, None, None
+        # Probability targets only (the functional refuses index targets, as torch does):
+        # d loss / d w_c = sum over examples of g * q'_c * (lse - x_c).
+        g = grad_loss.expand(lse.shape) if reduction != 0 else grad_loss
+        if reduction == 1:
+            g = g / total_weight
+        q = target * (1.0 - label_smoothing) + label_smoothing / input.shape[1]
+        terms = g.unsqueeze(1) * q * (lse.unsqueeze(1).to(input.dtype) - input)
+        grad_weight = terms.transpose(0, 1).reshape(input.shape[1], -1).sum(1)
+    return grad_input, grad_target, grad_weight, None, None, None
 
 
 if LOADED:
     torch.library.register_fake("d2l_ext::cross_entropy")(_ce_fake)
     torch.library.register_fake("d2l_ext::_cross_entropy_backward")(_ce_backward_fake)
-    torch.library.register_autograd(
-        "d2l_ext::cross_entropy", _ce_backward, setup_context=_ce_setup_context
-    )
+    torch.library.register_autograd("d2l_ext::cross_entropy", _ce_backward, setup_context=_ce_setup_context)

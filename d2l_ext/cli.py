@@ -49,12 +49,18 @@ def _cases() -> list[CheckCase]:
     ce, tce = functional.cross_entropy, torch_F.cross_entropy
     return [
         CheckCase("cross_entropy", "N=256 C=10", _ce_inputs(256, 10), ce, tce),
-        CheckCase("cross_entropy", "N=64 C=1000 smooth=0.1 weighted",
-                  _ce_inputs(64, 1000, label_smoothing=0.1, weighted=True), ce, tce),
+        CheckCase(
+            "cross_entropy",
+            "N=64 C=1000 smooth=0.1 weighted",
+            _ce_inputs(64, 1000, label_smoothing=0.1, weighted=True),
+            ce,
+            tce,
+        ),
         CheckCase("cross_entropy", "N=8 C=21 8x8 (spatial)", _ce_inputs(8, 21, (8, 8)), ce, tce),
         CheckCase("cross_entropy", "N=64 C=100 prob targets", _ce_inputs(64, 100, prob=True), ce, tce),
-        CheckCase("cross_entropy", "N=16 C=32000 reduction=sum",
-                  _ce_inputs(16, 32000, reduction="sum"), ce, tce),
+        CheckCase(
+            "cross_entropy", "N=16 C=32000 reduction=sum", _ce_inputs(16, 32000, reduction="sum"), ce, tce
+        ),
     ]
 
 
@@ -102,8 +108,10 @@ def check(device: str, quick: bool) -> int:
         for op, label, e, a, b, c in rows
     ]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    print(f"d2l_ext check on {device}, float32, fwd+bwd, backend={_backend.backend()}, "
-          f"threads={torch.get_num_threads()}")
+    print(
+        f"d2l_ext check on {device}, float32, fwd+bwd, backend={_backend.backend()}, "
+        f"threads={torch.get_num_threads()}"
+    )
     for i, r in enumerate(table):
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)))
         if i == 0:
@@ -124,8 +132,9 @@ def info() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="d2l-ext", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="d2l-ext", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_check = sub.add_parser("check", help="compare every op with torch and time it")
     p_check.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -17,16 +17,18 @@ __all__ = ["cross_entropy"]
 
 
 def _check_cross_entropy_args(
-    input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int,
-    reduction: str, label_smoothing: float,
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
 ) -> bool:
     """Raise what torch raises for invalid arguments; return True for probability targets."""
     if reduction not in _ops.REDUCTIONS:
         raise ValueError(f"{reduction} is not a valid value for reduction")
-    if not 0.0 <= label_smoothing <= 1.0:
+    if label_smoothing > 1.0:  # torch accepts negative values and ignores them
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
-    if not input.is_floating_point():
-        raise NotImplementedError(f"cross_entropy: input must be a floating point tensor, got {input.dtype}")
     num_classes = input.shape[1] if input.dim() >= 2 else (input.shape[0] if input.dim() == 1 else 1)
     if weight is not None and (weight.dim() != 1 or weight.shape[0] != num_classes):
         raise RuntimeError(
@@ -40,9 +42,14 @@ def _check_cross_entropy_args(
             )
         if ignore_index >= 0:
             raise RuntimeError("ignore_index is not supported for floating point target")
+    if not input.is_floating_point():
+        raise NotImplementedError(f"cross_entropy: input must be a floating point tensor, got {input.dtype}")
+    if input.shape == target.shape:
         return True
     if target.dtype not in (torch.long, torch.uint8):
         raise RuntimeError(f"expected target dtype to be Long or Byte, but got {target.dtype}")
+    if target.dtype == torch.uint8 and input.dim() > 2:  # torch's spatial path takes int64 only
+        raise RuntimeError("expected scalar type Long but found Byte")
     if input.dim() < 1:
         raise ValueError(f"Expected 1 or more dimensions (got {input.dim()})")
     if input.dim() == 1:
@@ -104,15 +111,20 @@ def cross_entropy(
     """
     if size_average is not None or reduce is not None:
         reduction = _Reduction.legacy_get_string(size_average, reduce)
-    prob_target = _check_cross_entropy_args(
-        input, target, weight, ignore_index, reduction, label_smoothing
-    )
+    prob_target = _check_cross_entropy_args(input, target, weight, ignore_index, reduction, label_smoothing)
+    if not prob_target and weight is not None and weight.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError(
+            "cross_entropy: the derivative for 'weight' is not implemented for class-index "
+            "targets (as in torch's nll_loss)"
+        )
     unbatched = input.dim() == 1
     if unbatched:
         input, target = input.unsqueeze(0), target.unsqueeze(0) if prob_target else target.reshape(1)
+    label_smoothing = max(label_smoothing, 0.0)
     if prob_target:
-        dtype = torch.result_type(input, target)
-        input, target = input.to(dtype), target.to(dtype)
+        if target.dtype != input.dtype:  # torch computes in the promoted dtype
+            dtype = torch.promote_types(input.dtype, target.dtype)
+            input, target = input.to(dtype), target.to(dtype)
     elif target.dtype != torch.long:
         target = target.long()
     if weight is not None and weight.dtype != input.dtype:

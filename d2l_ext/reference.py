@@ -27,9 +27,9 @@ def log_softmax(x: Tensor, dim: int = 1) -> Tensor:
     logits; subtracting the row maximum first (the "LogSumExp trick") does not
     change the result and keeps every ``exp`` at most 1.
     """
-    m = x.amax(dim=dim, keepdim=True)
-    # A row that is all -inf has max -inf; use 0 there so we compute -inf - 0, not nan.
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    m = x.amax(dim=dim, keepdim=True).detach()
+    # A row that is all -inf has max -inf; shift by 0 there so we get -inf - 0, not nan.
+    m = torch.where(m == float("-inf"), torch.zeros_like(m), m)
     lse = m + torch.log(torch.exp(x - m).sum(dim=dim, keepdim=True))
     return x - lse
 
@@ -96,10 +96,17 @@ def cross_entropy(
     per_example = (1.0 - label_smoothing) * w_t * nll
     if label_smoothing > 0.0:
         smooth = (-logp).sum(dim=1) if w is None else (-logp * w).sum(dim=1)
-        smooth = torch.where(valid, smooth, torch.zeros_like(smooth))
         per_example = per_example + label_smoothing / num_classes * smooth
+    # Ignored examples contribute 0, even when their logits are NaN.
+    per_example = torch.where(valid, per_example, torch.zeros_like(per_example))
     if reduction == "none":
         return per_example
     if reduction == "sum":
         return per_example.sum()
-    return per_example.sum() / w_t.sum()
+    total = w_t.sum()
+    # "mean" divides by the total weight of the examples kept. When every example
+    # is ignored that is 0: torch's loss is then NaN (0/0) but its gradient 0, so
+    # divide by a safe 1 and add the NaN as a constant (0 whenever total != 0).
+    safe_total = torch.where(total != 0, total, torch.ones_like(total))
+    nan_if_empty = (0.0 * total.detach()) / total.detach()
+    return per_example.sum() / safe_total + nan_if_empty
