@@ -27,11 +27,25 @@ so=$(cd /tmp && python3 -c "import d2l_ext._C as c; print(c.__file__)") && cp "$
 python3 -c "import d2l_ext; print('backend', d2l_ext.backend(), 'cuda kernels', d2l_ext.has_cuda_kernels())"
 
 echo "== tests"
-timeout 300 python3 -m pytest -q -p no:cacheprovider tests -k "${TEST_FILTER:-cuda}" \
-  --junitxml="$OUT/tests.xml" 2>&1 | tail -25 | tee "$OUT/tests.txt"
+xdist=""; python3 -c "import xdist" 2>/dev/null && xdist="-n 8"
+timeout 300 python3 -m pytest -q -p no:cacheprovider $xdist tests -k "${TEST_FILTER:-cuda}" \
+  --junitxml="$OUT/tests.xml" > "$OUT/tests.txt" 2>&1
+echo "tests rc=$?"; grep -E "passed|failed|FAILED|Error" "$OUT/tests.txt" | tail -25
 
 echo "== check"
 python3 -m d2l_ext.cli check --device cuda 2>&1 | tee "$OUT/check.txt"
 
 echo "== benchmarks"
 timeout 240 python3 -m benchmarks ${BENCH_OPS:-} --device cuda --out "$OUT" 2>&1 | tail -30
+
+echo "== LibTorch (CMake) build with CUDA + ctest"
+P=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+timeout 200 bash -c "cmake -S . -B /tmp/cmb -G Ninja -DCMAKE_PREFIX_PATH=$P -DD2L_EXT_WITH_CUDA=ON > $OUT/cmake.log 2>&1 \
+  && cmake --build /tmp/cmb -j16 >> $OUT/cmake.log 2>&1 && ctest --test-dir /tmp/cmb --output-on-failure" 2>&1 | tail -8
+
+echo "== compute-sanitizer memcheck on native CUDA tests"
+timeout ${SANITIZER_TIMEOUT:-150} compute-sanitizer --tool memcheck --error-exitcode 9 \
+  python3 -m pytest -q -x -p no:cacheprovider tests/test_cross_entropy.py \
+  -k "cuda and native and (test_matches_torch or test_empty_batch or test_many_classes) and not bfloat16" \
+  > "$OUT/memcheck.txt" 2>&1
+echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|passed|failed" "$OUT/memcheck.txt" | tail -5
