@@ -106,7 +106,7 @@ def _extension():
     opt = ["-O0", "-g"] if debug else ["-O3"]
     with_cuda, why = _want_cuda()
     sources = ["csrc/ops.cpp", "csrc/python_module.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx = opt + ["-fopenmp", "-fvisibility=hidden"]
+    cxx = opt + ["-fopenmp"]
     define_macros: list[tuple[str, str | None]] = []
     kwargs = dict(
         name="d2l_ext._C",
@@ -121,7 +121,8 @@ def _extension():
             visible = torch.cuda.is_available() and torch.cuda.device_count() > 0
             if not visible:
                 os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
-        kwargs["sources"] = sources + sorted(glob.glob("csrc/cuda/*.cu"))
+        cuda_sources = sorted(glob.glob("csrc/cuda/*.cpp")) + sorted(glob.glob("csrc/cuda/*.cu"))
+        kwargs["sources"] = sources + cuda_sources
         kwargs["include_dirs"] = kwargs["include_dirs"] + _nvidia_wheel_includes()
         kwargs["extra_compile_args"]["nvcc"] = opt + ["-lineinfo", "--expt-relaxed-constexpr"]
         kwargs["define_macros"] = define_macros + [("D2L_EXT_WITH_CUDA", None)]

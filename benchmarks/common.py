@@ -632,8 +632,6 @@ def describe_machine(info: dict[str, Any]) -> str:
     if info.get("cpu_flags"):
         cpu += ", " + "/".join(info["cpu_flags"])
     cpu += f"; torch threads {info['torch_num_threads']}"
-    if info.get("loadavg"):
-        cpu += f"; load avg {info['loadavg'][0]:.2f} before the run"
     cpu += ")"
     parts = [cpu]
     if info.get("gpu"):
@@ -669,9 +667,11 @@ def write_reports(
     if share is not None and share > BUSY_SHARE and device == "cpu":
         notes.insert(
             0,
-            f"WARNING: other processes used {share:.0%} of the CPUs during this run; "
+            f"WARNING: other processes used {share:.0%} of the CPUs' time during this run; "
             "CPU timings are inflated and unreliable",
         )
+    elif share is not None:
+        notes.append(f"other processes used {share:.1%} of the CPUs' time during this run")
     text = format_text(headers, rows)
     machine = describe_machine(info)
     print(f"\n{op} on {device} - {machine}")

@@ -50,7 +50,7 @@ def native_available() -> bool:
 
 def has_cuda_kernels() -> bool:
     """Whether the compiled library carries CUDA kernels (it was built with a toolkit)."""
-    return _ops.has_kernels_for("CUDA")
+    return _ops.has_kernels_for("cuda")
 
 
 def set_backend(name: str) -> None:
@@ -86,7 +86,7 @@ def native_for(t: torch.Tensor) -> bool:
     if _current != "native":
         return False
     kind = t.device.type
-    if kind in ("cpu", "meta") or _ops.has_kernels_for(kind.upper()):
+    if kind == "meta" or kind in _ops.KERNEL_DEVICE_TYPES:
         return True
     if kind not in _warned_devices:
         _warned_devices.add(kind)

@@ -8,8 +8,6 @@ Ops are reached as ``torch.ops.d2l_ext.<name>``; their schemas are in
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
 
@@ -29,12 +27,21 @@ REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 _REDUCTION_NAMES = {v: k for k, v in REDUCTIONS.items()}
 
 
-@functools.cache
-def has_kernels_for(dispatch_key: str) -> bool:
-    """Whether d2l_ext ops have kernels for a dispatch key ("CPU", "CUDA")."""
+def _kernel_device_types() -> frozenset[str]:
+    """Device types ("cpu", "cuda") that have d2l_ext kernels, read once at import
+    (a plain set lookup is what torch.compile can trace)."""
     if not LOADED:
-        return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key("d2l_ext::cross_entropy", dispatch_key)
+        return frozenset()
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    return frozenset(k.lower() for k in ("CPU", "CUDA") if has("d2l_ext::cross_entropy", k))
+
+
+KERNEL_DEVICE_TYPES = _kernel_device_types()
+
+
+def has_kernels_for(device_type: str) -> bool:
+    """Whether d2l_ext ops have kernels for a device type ("cpu", "cuda")."""
+    return device_type.lower() in KERNEL_DEVICE_TYPES
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -159,7 +159,7 @@ def error_magnitudes(
     if grad_out is not None:
         g = grad_out.detach().double().abs()
     else:
-        g = torch.ones(mass.shape if reduction == "none" else (), dtype=torch.float64)
+        g = torch.ones(mass.shape if reduction == "none" else (), dtype=torch.float64, device=mass.device)
     if reduction == "none":
         loss_mass = _finite_max_abs(mass)
         grad_mass = _finite_max_abs(g.reshape(mass.shape) * mass) if mass.numel() else 0.0

@@ -10,23 +10,18 @@
 // fixed order (deterministic "mean"/"sum").
 // Backward: the same row groups recompute softmax from input and lse and write
 // the gradient once.
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
-
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <limits>
-#include <string>
+#include <type_traits>
 
-#include "../cross_entropy.h"
+#include "cross_entropy_kernels.h"
 
-namespace d2l_ext {
+namespace d2l_ext::cuda {
 namespace {
 
 template <typename T>
@@ -54,11 +49,12 @@ __device__ __forceinline__ Stats<acc_t> stats_init() {
 }
 
 // Fold one logit into (m, s). A NaN logit lands in s (never in m), so it
-// survives every later step; -inf logits add nothing.
+// survives every later step; -inf logits add nothing; +inf makes s NaN.
 template <typename acc_t>
 __device__ __forceinline__ void stats_push(Stats<acc_t>& st, acc_t v) {
   if (v > st.m) {
-    st.s = st.s * exp_acc(st.m - v) + acc_t(1);
+    // exp(v - v) is 1, or NaN for v = +inf, as in a two-pass log-sum-exp.
+    st.s = st.s * exp_acc(st.m - v) + exp_acc(v - v);
     st.m = v;
   } else if (st.m != -std::numeric_limits<acc_t>::infinity() || v != v) {
     st.s += exp_acc(v - st.m);
@@ -172,9 +168,7 @@ __global__ void ce_forward_kernel(Args<scalar_t, acc_t> p, acc_t* __restrict__ l
     Stats<acc_t> st = stats_init<acc_t>();
     if (!skip) {
       const bool smooth_dot = p.target && p.eps > acc_t(0);
-      for (int64_t c = lane; c < p.C; c += TPR) {
-        const acc_t v = static_cast<acc_t>(p.input[base + c * p.S]);
-        stats_push(st, v);
+      auto extras = [&](int64_t c, acc_t v) {
         if (smooth_dot) {
           st.a += weight_at(p, c) * v;
         } else if (!p.target) {
@@ -183,6 +177,39 @@ __global__ void ce_forward_kernel(Args<scalar_t, acc_t> p, acc_t* __restrict__ l
           st.a += wq;
           st.b += wq * v;
         }
+      };
+      // U coalesced loads in flight per thread, then one rescale per chunk.
+      constexpr int U = 8;
+      int64_t c = lane;
+      for (; c + (U - 1) * TPR < p.C; c += U * TPR) {
+        acc_t v[U];
+#pragma unroll
+        for (int j = 0; j < U; ++j) v[j] = static_cast<acc_t>(p.input[base + (c + j * TPR) * p.S]);
+        acc_t cm = v[0];
+#pragma unroll
+        for (int j = 1; j < U; ++j) cm = v[j] > cm ? v[j] : cm;
+        if (cm > st.m) {
+          st.s *= exp_acc(st.m - cm);
+          st.m = cm;
+        }
+        if (st.m == -std::numeric_limits<acc_t>::infinity()) {
+          // Everything so far is -inf (adds nothing) or NaN (must survive).
+#pragma unroll
+          for (int j = 0; j < U; ++j)
+            if (v[j] != v[j]) st.s = v[j];
+        } else {
+#pragma unroll
+          for (int j = 0; j < U; ++j) st.s += exp_acc(v[j] - st.m);
+        }
+        if (smooth_dot || !p.target) {
+#pragma unroll
+          for (int j = 0; j < U; ++j) extras(c + j * TPR, v[j]);
+        }
+      }
+      for (; c < p.C; c += TPR) {
+        const acc_t v = static_cast<acc_t>(p.input[base + c * p.S]);
+        stats_push(st, v);
+        extras(c, v);
       }
     }
     st = group_reduce<TPR>(st, smem);
@@ -191,8 +218,10 @@ __global__ void ce_forward_kernel(Args<scalar_t, acc_t> p, acc_t* __restrict__ l
     if (p.target && t == p.ignore_index) {
       loss = acc_t(0);
     } else if (p.target && (t < 0 || t >= p.C)) {
-      err[0] = 1;
-      err[1] = t;
+      if (err) {
+        err[0] = 1;
+        err[1] = t;
+      }
       loss = nan;
     } else {
       lse = st.m + log_acc(st.s);
@@ -279,6 +308,7 @@ __global__ void ce_backward_kernel(Args<scalar_t, acc_t> p, const acc_t* __restr
       const acc_t a = g * ((acc_t(1) - p.eps) * wt + p.eps * W / C);
       const acc_t b = g * p.eps / C;
       const acc_t hit = g * (acc_t(1) - p.eps) * wt;
+#pragma unroll 4
       for (int64_t c = lane; c < p.C; c += TPR) {
         const int64_t i = base + c * p.S;
         acc_t d = a * exp_acc(static_cast<acc_t>(p.input[i]) - lse) - b * weight_at(p, c);
@@ -306,20 +336,12 @@ __global__ void ce_backward_kernel(Args<scalar_t, acc_t> p, const acc_t* __restr
   }
 }
 
-int sm_count() {
-  int device = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  int count = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-  return count;
-}
-
 // Launch `kernel<TPR>` with TPR picked from the row length and layout.
 template <typename Launch>
-void launch_rows(int64_t rows, int64_t C, int64_t S, Launch&& launch) {
-  const int64_t max_blocks = static_cast<int64_t>(sm_count()) * 32;
+void launch_rows(int64_t rows, int64_t C, int64_t S, int max_blocks, Launch&& launch) {
   auto blocks_for = [&](int64_t rows_per_block) {
-    return static_cast<unsigned>(std::max<int64_t>(1, std::min(max_blocks, (rows + rows_per_block - 1) / rows_per_block)));
+    const int64_t want = (rows + rows_per_block - 1) / rows_per_block;
+    return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(max_blocks, want)));
   };
   if (S > 1) {
     launch(std::integral_constant<int, 1>{}, blocks_for(256), 256u);
@@ -330,154 +352,78 @@ void launch_rows(int64_t rows, int64_t C, int64_t S, Launch&& launch) {
   }
 }
 
-// Skipping the target check saves a device-to-host sync per forward; then a
-// bad class index makes that row's loss NaN instead of raising.
-bool check_targets_enabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("D2L_EXT_CUDA_CHECK_TARGETS");
-    return !(v && (std::string(v) == "0" || std::string(v) == "false"));
-  }();
-  return enabled;
-}
-
-template <typename scalar_t, typename acc_t>
-Args<scalar_t, acc_t> make_args(const CEShape& sh, const at::Tensor& input, const at::Tensor& target,
-                                const at::Tensor& weight, const at::Tensor& weight_sum,
-                                int64_t ignore_index, double eps) {
+template <typename scalar_t>
+Args<scalar_t, typename AccOf<scalar_t>::type> to_args(const CEKernelArgs& a) {
+  using acc_t = typename AccOf<scalar_t>::type;
   Args<scalar_t, acc_t> p{};
-  p.input = input.const_data_ptr<scalar_t>();
-  if (sh.prob_target) p.probs = target.const_data_ptr<scalar_t>();
-  else p.target = target.const_data_ptr<int64_t>();
-  p.weight = weight.defined() ? weight.const_data_ptr<scalar_t>() : nullptr;
-  p.weight_sum = weight_sum.defined() ? weight_sum.const_data_ptr<acc_t>() : nullptr;
-  p.N = sh.N;
-  p.C = sh.C;
-  p.S = sh.S;
-  p.ignore_index = ignore_index;
-  p.eps = static_cast<acc_t>(eps);
+  p.input = static_cast<const scalar_t*>(a.input);
+  p.target = a.target;
+  p.probs = static_cast<const scalar_t*>(a.probs);
+  p.weight = static_cast<const scalar_t*>(a.weight);
+  p.weight_sum = static_cast<const acc_t*>(a.weight_sum);
+  p.N = a.N;
+  p.C = a.C;
+  p.S = a.S;
+  p.ignore_index = a.ignore_index;
+  p.eps = static_cast<acc_t>(a.label_smoothing);
   return p;
 }
 
-struct Prepared {
-  at::Tensor input, target, weight, weight_sum;
-};
-
-Prepared prepare(const CEShape& sh, const at::Tensor& input, const at::Tensor& target,
-                 const c10::optional<at::Tensor>& weight, double label_smoothing) {
-  Prepared r{input.contiguous(), target.contiguous(), at::Tensor(), at::Tensor()};
-  if (weight.has_value() && weight->defined()) {
-    r.weight = weight->contiguous();
-    // Only the smoothed index-target loss needs sum_c w_c; keep it on the device.
-    if (!sh.prob_target && label_smoothing > 0.0)
-      r.weight_sum = r.weight.sum(acc_type_of(input.scalar_type()));
+// Calls fn(scalar_t{}) for the run-time dtype.
+template <typename Fn>
+void dispatch(DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::Float: fn(float{}); break;
+    case DType::Double: fn(double{}); break;
+    case DType::Half: fn(c10::Half{}); break;
+    case DType::BFloat16: fn(c10::BFloat16{}); break;
   }
-  return r;
-}
-
-void check_cuda_inputs(const at::Tensor& input, const char* op) {
-  TORCH_CHECK(input.is_cuda(), op, " (CUDA kernel): input must be a CUDA tensor");
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_cuda(
-    const at::Tensor& input_, const at::Tensor& target_, const c10::optional<at::Tensor>& weight_,
-    int64_t reduction, int64_t ignore_index, double label_smoothing) {
-  const CEShape sh = check_cross_entropy_args(input_, target_, weight_, reduction, label_smoothing);
-  check_cuda_inputs(input_, "d2l_ext.cross_entropy");
-  const c10::cuda::CUDAGuard guard(input_.device());
-  const Prepared in = prepare(sh, input_, target_, weight_, label_smoothing);
-  const auto rows_shape = per_example_sizes(in.input);
-  const auto acc_opts = in.input.options().dtype(acc_type_of(in.input.scalar_type()));
-  const bool per_row = reduction == static_cast<int64_t>(Reduction::None);
-
-  at::Tensor lse = at::empty(rows_shape, acc_opts);
-  at::Tensor row_weight = at::empty(rows_shape, acc_opts);
-  at::Tensor loss = per_row ? at::empty(rows_shape, in.input.options()) : at::empty({}, in.input.options());
-  at::Tensor loss_rows = per_row ? at::Tensor() : at::empty(rows_shape, acc_opts);
-  at::Tensor total_weight = at::empty({}, acc_opts);
-  const bool check = !sh.prob_target && check_targets_enabled();
-  at::Tensor err = at::zeros({2}, in.input.options().dtype(at::kLong));
-  const int64_t rows = sh.rows();
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.input.scalar_type(), "d2l_ext_cross_entropy_cuda", [&] {
-    using acc_t = typename AccOf<scalar_t>::type;
-    const auto p = make_args<scalar_t, acc_t>(sh, in.input, in.target, in.weight, in.weight_sum, ignore_index, label_smoothing);
-    if (rows > 0) {
-      launch_rows(rows, sh.C, sh.S, [&](auto tpr, unsigned blocks, unsigned threads) {
-        ce_forward_kernel<scalar_t, acc_t, decltype(tpr)::value><<<blocks, threads, 0, stream>>>(
-            p, per_row ? nullptr : loss_rows.data_ptr<acc_t>(), per_row ? loss.data_ptr<scalar_t>() : nullptr,
-            row_weight.data_ptr<acc_t>(), lse.data_ptr<acc_t>(), err.data_ptr<int64_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
-    }
-    ce_reduce_kernel<scalar_t, acc_t><<<1, 1024, 0, stream>>>(
-        per_row ? nullptr : loss_rows.const_data_ptr<acc_t>(), row_weight.const_data_ptr<acc_t>(), rows,
-        reduction, per_row ? nullptr : loss.data_ptr<scalar_t>(), total_weight.data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-
-  if (check && rows > 0) {
-    const at::Tensor e = err.cpu();  // waits for the kernels
-    const int64_t* ev = e.const_data_ptr<int64_t>();
-    TORCH_CHECK_INDEX(ev[0] == 0, "d2l_ext.cross_entropy: target ", ev[1], " is out of bounds for ",
-                      sh.C, " classes (ignore_index=", ignore_index, ")");
-  }
-  return {loss, lse, total_weight};
-}
-
-at::Tensor cross_entropy_backward_cuda(const at::Tensor& grad_loss_, const at::Tensor& input_,
-                                       const at::Tensor& target_, const c10::optional<at::Tensor>& weight_,
-                                       const at::Tensor& lse_, const at::Tensor& total_weight,
-                                       int64_t reduction, int64_t ignore_index, double label_smoothing) {
-  const CEShape sh = check_cross_entropy_args(input_, target_, weight_, reduction, label_smoothing);
-  check_cuda_inputs(input_, "d2l_ext._cross_entropy_backward");
-  const c10::cuda::CUDAGuard guard(input_.device());
-  const bool per_row = reduction == static_cast<int64_t>(Reduction::None);
-  const auto rows_shape = per_example_sizes(input_);
-  const auto acc = acc_type_of(input_.scalar_type());
-  TORCH_CHECK(per_row ? grad_loss_.sizes() == at::IntArrayRef(rows_shape) : grad_loss_.dim() == 0,
-              "d2l_ext._cross_entropy_backward: grad_loss has shape ", grad_loss_.sizes(),
-              " but the loss has shape ", per_row ? at::IntArrayRef(rows_shape) : at::IntArrayRef());
-  TORCH_CHECK(grad_loss_.scalar_type() == input_.scalar_type(),
-              "d2l_ext._cross_entropy_backward: grad_loss must have input's dtype ", input_.scalar_type(),
-              ", got ", grad_loss_.scalar_type());
-  TORCH_CHECK(lse_.sizes() == at::IntArrayRef(rows_shape) && lse_.scalar_type() == acc,
-              "d2l_ext._cross_entropy_backward: lse must be ", acc, " of shape ", at::IntArrayRef(rows_shape),
-              ", got ", lse_.scalar_type(), " ", lse_.sizes());
-  TORCH_CHECK(total_weight.numel() == 1 && total_weight.scalar_type() == acc,
-              "d2l_ext._cross_entropy_backward: total_weight must be one ", acc, " value");
-  TORCH_CHECK(grad_loss_.device() == input_.device() && lse_.device() == input_.device() &&
-                  total_weight.device() == input_.device(),
-              "d2l_ext._cross_entropy_backward: grad_loss, lse and total_weight must be on input's device ",
-              input_.device());
-
-  const Prepared in = prepare(sh, input_, target_, weight_, label_smoothing);
-  const at::Tensor lse = lse_.contiguous();
-  const at::Tensor grad_loss = grad_loss_.contiguous();
-  at::Tensor grad = at::empty_like(in.input, at::MemoryFormat::Contiguous);
-  const int64_t rows = sh.rows();
-  if (rows == 0 || sh.C == 0) return grad;
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.input.scalar_type(), "d2l_ext_cross_entropy_backward_cuda", [&] {
-    using acc_t = typename AccOf<scalar_t>::type;
-    const auto p = make_args<scalar_t, acc_t>(sh, in.input, in.target, in.weight, in.weight_sum, ignore_index, label_smoothing);
-    const acc_t* tw = reduction == static_cast<int64_t>(Reduction::Mean) ? total_weight.const_data_ptr<acc_t>() : nullptr;
-    launch_rows(rows, sh.C, sh.S, [&](auto tpr, unsigned blocks, unsigned threads) {
-      ce_backward_kernel<scalar_t, acc_t, decltype(tpr)::value><<<blocks, threads, 0, stream>>>(
-          p, lse.const_data_ptr<acc_t>(), grad_loss.const_data_ptr<scalar_t>(), per_row, tw,
-          grad.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
-  });
-  return grad;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(d2l_ext, CUDA, m) {
-  m.impl("cross_entropy", &cross_entropy_cuda);
-  m.impl("_cross_entropy_backward", &cross_entropy_backward_cuda);
+cudaError_t launch_cross_entropy_forward(const CEKernelArgs& a, void* loss_rows, void* loss_out,
+                                         void* row_weight, void* lse, int64_t* err, int64_t reduction,
+                                         void* loss_scalar, void* total_weight, cudaStream_t stream) {
+  cudaError_t status = cudaSuccess;
+  dispatch(a.dtype, [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using acc_t = typename AccOf<scalar_t>::type;
+    const auto p = to_args<scalar_t>(a);
+    const int64_t rows = a.N * a.S;
+    if (rows > 0) {
+      launch_rows(rows, a.C, a.S, a.max_blocks, [&](auto tpr, unsigned blocks, unsigned threads) {
+        ce_forward_kernel<scalar_t, acc_t, decltype(tpr)::value><<<blocks, threads, 0, stream>>>(
+            p, static_cast<acc_t*>(loss_rows), static_cast<scalar_t*>(loss_out),
+            static_cast<acc_t*>(row_weight), static_cast<acc_t*>(lse), err);
+      });
+      status = cudaGetLastError();
+      if (status != cudaSuccess) return;
+    }
+    ce_reduce_kernel<scalar_t, acc_t><<<1, 1024, 0, stream>>>(
+        static_cast<const acc_t*>(loss_rows), static_cast<const acc_t*>(row_weight), rows, reduction,
+        static_cast<scalar_t*>(loss_scalar), static_cast<acc_t*>(total_weight));
+    status = cudaGetLastError();
+  });
+  return status;
 }
 
-}  // namespace d2l_ext
+cudaError_t launch_cross_entropy_backward(const CEKernelArgs& a, const void* lse, const void* grad_loss,
+                                          bool per_row, const void* total_weight, void* grad,
+                                          cudaStream_t stream) {
+  cudaError_t status = cudaSuccess;
+  dispatch(a.dtype, [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using acc_t = typename AccOf<scalar_t>::type;
+    const auto p = to_args<scalar_t>(a);
+    launch_rows(a.N * a.S, a.C, a.S, a.max_blocks, [&](auto tpr, unsigned blocks, unsigned threads) {
+      ce_backward_kernel<scalar_t, acc_t, decltype(tpr)::value><<<blocks, threads, 0, stream>>>(
+          p, static_cast<const acc_t*>(lse), static_cast<const scalar_t*>(grad_loss), per_row,
+          static_cast<const acc_t*>(total_weight), static_cast<scalar_t*>(grad));
+    });
+    status = cudaGetLastError();
+  });
+  return status;
+}
+
+}  // namespace d2l_ext::cuda
