@@ -38,10 +38,12 @@ python3 -m d2l_ext.cli check --device cuda 2>&1 | tee "$OUT/check.txt"
 echo "== benchmarks"
 timeout 240 python3 -m benchmarks ${BENCH_OPS:-} --device cuda --out "$OUT" 2>&1 | tail -30
 
+if [ -n "${SKIP_CMAKE:-}" ]; then echo "== CMake skipped"; else
 echo "== LibTorch (CMake) build with CUDA + ctest"
 P=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
 timeout 200 bash -c "cmake -S . -B /tmp/cmb -G Ninja -DCMAKE_PREFIX_PATH=$P -DD2L_EXT_WITH_CUDA=ON > $OUT/cmake.log 2>&1 \
   && cmake --build /tmp/cmb -j16 >> $OUT/cmake.log 2>&1 && ctest --test-dir /tmp/cmb --output-on-failure" 2>&1 | tail -8
+fi
 
 echo "== compute-sanitizer memcheck on native CUDA tests"
 timeout ${SANITIZER_TIMEOUT:-150} compute-sanitizer --tool memcheck --error-exitcode 9 \
