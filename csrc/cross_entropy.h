@@ -83,4 +83,31 @@ inline at::ScalarType acc_type_of(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+// The arguments only _cross_entropy_backward has, checked against input (whose
+// own checks are check_cross_entropy_args'). Returns whether the loss was per
+// example (reduction none).
+inline bool check_cross_entropy_backward_args(const at::Tensor& grad_loss, const at::Tensor& input,
+                                              const at::Tensor& lse, const at::Tensor& total_weight,
+                                              int64_t reduction) {
+  const bool per_row = reduction == static_cast<int64_t>(Reduction::None);
+  const auto rows_shape = per_example_sizes(input);
+  const at::IntArrayRef rows(rows_shape);
+  const auto acc = acc_type_of(input.scalar_type());
+  TORCH_CHECK(per_row ? grad_loss.sizes() == rows : grad_loss.dim() == 0,
+              "d2l_ext._cross_entropy_backward: grad_loss has shape ", grad_loss.sizes(),
+              " but the loss has shape ", per_row ? rows : at::IntArrayRef());
+  TORCH_CHECK(grad_loss.scalar_type() == input.scalar_type(),
+              "d2l_ext._cross_entropy_backward: grad_loss must have input's dtype ", input.scalar_type(),
+              ", got ", grad_loss.scalar_type());
+  TORCH_CHECK(lse.sizes() == rows && lse.scalar_type() == acc, "d2l_ext._cross_entropy_backward: lse must be ",
+              acc, " of shape ", rows, ", got ", lse.scalar_type(), " ", lse.sizes());
+  TORCH_CHECK(total_weight.numel() == 1 && total_weight.scalar_type() == acc,
+              "d2l_ext._cross_entropy_backward: total_weight must be one ", acc, " value");
+  TORCH_CHECK(grad_loss.device() == input.device() && lse.device() == input.device() &&
+                  total_weight.device() == input.device(),
+              "d2l_ext._cross_entropy_backward: grad_loss, lse and total_weight must be on input's device ",
+              input.device());
+  return per_row;
+}
+
 }  // namespace d2l_ext

@@ -261,18 +261,7 @@ at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_loss_, const at::Te
   TORCH_CHECK(input_.scalar_type() == at::kFloat || input_.scalar_type() == at::kDouble,
               "d2l_ext._cross_entropy_backward: the CPU kernel supports float32 and float64 input, got ",
               input_.scalar_type());
-  const bool per_row = reduction == static_cast<int64_t>(Reduction::None);
-  const auto rows_shape = per_example_sizes(input_);
-  TORCH_CHECK(per_row ? grad_loss_.sizes() == at::IntArrayRef(rows_shape) : grad_loss_.dim() == 0,
-              "d2l_ext._cross_entropy_backward: grad_loss has shape ", grad_loss_.sizes(),
-              " but the loss has shape ", per_row ? at::IntArrayRef(rows_shape) : at::IntArrayRef());
-  TORCH_CHECK(lse_.sizes() == at::IntArrayRef(rows_shape) && lse_.scalar_type() == input_.scalar_type(),
-              "d2l_ext._cross_entropy_backward: lse must be ", input_.scalar_type(), " of shape ",
-              at::IntArrayRef(rows_shape), ", got ", lse_.scalar_type(), " ", lse_.sizes());
-  TORCH_CHECK(grad_loss_.scalar_type() == input_.scalar_type(),
-              "d2l_ext._cross_entropy_backward: grad_loss must have input's dtype ", input_.scalar_type(),
-              ", got ", grad_loss_.scalar_type());
-  TORCH_CHECK(total_weight.numel() == 1, "d2l_ext._cross_entropy_backward: total_weight must have one element");
+  const bool per_row = check_cross_entropy_backward_args(grad_loss_, input_, lse_, total_weight, reduction);
 
   const at::Tensor input = input_.contiguous();
   const at::Tensor target = target_.contiguous();

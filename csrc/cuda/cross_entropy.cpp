@@ -117,24 +117,7 @@ at::Tensor cross_entropy_backward_cuda(const at::Tensor& grad_loss_, const at::T
                                        const at::Tensor& lse_, const at::Tensor& total_weight,
                                        int64_t reduction, int64_t ignore_index, double label_smoothing) {
   const CEShape sh = check_cross_entropy_args(input_, target_, weight_, reduction, label_smoothing);
-  const bool per_row = reduction == static_cast<int64_t>(Reduction::None);
-  const auto rows_shape = per_example_sizes(input_);
-  const auto acc = acc_type_of(input_.scalar_type());
-  TORCH_CHECK(per_row ? grad_loss_.sizes() == at::IntArrayRef(rows_shape) : grad_loss_.dim() == 0,
-              "d2l_ext._cross_entropy_backward: grad_loss has shape ", grad_loss_.sizes(),
-              " but the loss has shape ", per_row ? at::IntArrayRef(rows_shape) : at::IntArrayRef());
-  TORCH_CHECK(grad_loss_.scalar_type() == input_.scalar_type(),
-              "d2l_ext._cross_entropy_backward: grad_loss must have input's dtype ", input_.scalar_type(),
-              ", got ", grad_loss_.scalar_type());
-  TORCH_CHECK(lse_.sizes() == at::IntArrayRef(rows_shape) && lse_.scalar_type() == acc,
-              "d2l_ext._cross_entropy_backward: lse must be ", acc, " of shape ", at::IntArrayRef(rows_shape),
-              ", got ", lse_.scalar_type(), " ", lse_.sizes());
-  TORCH_CHECK(total_weight.numel() == 1 && total_weight.scalar_type() == acc,
-              "d2l_ext._cross_entropy_backward: total_weight must be one ", acc, " value");
-  TORCH_CHECK(grad_loss_.device() == input_.device() && lse_.device() == input_.device() &&
-                  total_weight.device() == input_.device(),
-              "d2l_ext._cross_entropy_backward: grad_loss, lse and total_weight must be on input's device ",
-              input_.device());
+  const bool per_row = check_cross_entropy_backward_args(grad_loss_, input_, lse_, total_weight, reduction);
   const c10::cuda::CUDAGuard guard(input_.device());
   const Prepared in = prepare(sh, input_, target_, weight_, ignore_index, label_smoothing,
                               "d2l_ext._cross_entropy_backward");
