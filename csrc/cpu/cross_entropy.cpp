@@ -10,8 +10,10 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -60,6 +62,13 @@ struct CEParams {
   }
 };
 
+// exp in the input's precision (float32 exp is several times cheaper than
+// float64 and exact to an ulp of float32); callers accumulate in double.
+template <typename scalar_t>
+inline double exp_in(double x) {
+  return static_cast<double>(std::exp(static_cast<scalar_t>(x)));
+}
+
 // log-sum-exp of one row, in double.
 template <typename scalar_t>
 double row_lse(Row<scalar_t> r, int64_t C) {
@@ -74,7 +83,7 @@ double row_lse(Row<scalar_t> r, int64_t C) {
   double m = -std::numeric_limits<double>::infinity();
   for (int64_t c = 0; c < C; ++c) m = std::max(m, static_cast<double>(r[c]));
   double s = 0.0;
-  for (int64_t c = 0; c < C; ++c) s += std::exp(static_cast<double>(r[c]) - m);
+  for (int64_t c = 0; c < C; ++c) s += exp_in<scalar_t>(static_cast<double>(r[c]) - m);
   return m + std::log(s);
 }
 
@@ -91,19 +100,23 @@ double row_weighted_sum(Row<scalar_t> r, const scalar_t* w, int64_t C) {
   return s;
 }
 
-// Forward over rows [begin, end): per-row loss, the weight it adds to the
-// "mean" divisor, and the lse kept for backward.
+struct Sums {
+  double loss = 0.0, weight = 0.0;
+};
+
+// Forward over rows [begin, end): writes each row's lse (kept for backward)
+// and, when `loss` is not null, its loss; returns the rows' summed loss and
+// summed weight (the "mean" divisor: w[target], or 1 per row for probabilities).
 template <typename scalar_t, typename acc_t>
-void forward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, acc_t* loss,
-                  acc_t* row_weight, acc_t* lse_out) {
+Sums forward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, acc_t* loss, acc_t* lse_out) {
   const int64_t C = p.shape.C, S = p.shape.S;
+  Sums sums;
   for (int64_t row = begin; row < end; ++row) {
     const Row<scalar_t> r{p.input + p.offset(row), S};
     if (p.target) {
       const int64_t t = p.class_of(row);
       if (t < 0) {  // ignored: contributes nothing, even if its logits are NaN
-        loss[row] = 0;
-        row_weight[row] = 0;
+        if (loss) loss[row] = 0;
         lse_out[row] = 0;
         continue;
       }
@@ -112,9 +125,10 @@ void forward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, acc_t
       double l = (1.0 - p.eps) * wt * (lse - static_cast<double>(r[t]));
       if (p.eps > 0.0)
         l += p.eps / C * (p.weight_sum * lse - row_weighted_sum(r, p.weight, C));
-      loss[row] = static_cast<acc_t>(l);
-      row_weight[row] = static_cast<acc_t>(wt);
+      if (loss) loss[row] = static_cast<acc_t>(l);
       lse_out[row] = static_cast<acc_t>(lse);
+      sums.loss += l;
+      sums.weight += wt;
     } else {
       // Smoothed probabilities q' = (1 - eps) q + eps / C; loss = sum_c w q' (lse - x).
       const double lse = row_lse(r, C);
@@ -125,11 +139,13 @@ void forward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, acc_t
         a += wq;
         b += wq * r[c];
       }
-      loss[row] = static_cast<acc_t>(a * lse - b);
-      row_weight[row] = 1;
+      if (loss) loss[row] = static_cast<acc_t>(a * lse - b);
       lse_out[row] = static_cast<acc_t>(lse);
+      sums.loss += a * lse - b;
+      sums.weight += 1.0;
     }
   }
+  return sums;
 }
 
 // Backward over rows [begin, end): grad[row, c] = g * d loss_row / d x[row, c].
@@ -165,7 +181,7 @@ void backward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, cons
       }
 #endif
       for (int64_t c = 0; c < C; ++c)
-        out[c * S] = static_cast<scalar_t>(a * std::exp(r[c] - l) - b * p.w(c));
+        out[c * S] = static_cast<scalar_t>(a * exp_in<scalar_t>(r[c] - l) - b * p.w(c));
       out[t * S] = static_cast<scalar_t>(out[t * S] - g * (1.0 - p.eps) * wt);
     } else {
       // d/dx_c = g * (A softmax_c - w_c q'_c) with A = sum_c w_c q'_c.
@@ -175,7 +191,7 @@ void backward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, cons
       for (int64_t c = 0; c < C; ++c) A += p.w(c) * ((1.0 - p.eps) * q[c] + p.eps / C);
       for (int64_t c = 0; c < C; ++c) {
         const double wq = p.w(c) * ((1.0 - p.eps) * q[c] + p.eps / C);
-        out[c * S] = static_cast<scalar_t>(g * (A * std::exp(r[c] - l) - wq));
+        out[c * S] = static_cast<scalar_t>(g * (A * exp_in<scalar_t>(r[c] - l) - wq));
       }
     }
   }
@@ -231,24 +247,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_cpu(
   const at::Tensor weight = weight_.has_value() && weight_->defined() ? weight_->contiguous() : at::Tensor();
 
   const auto rows_shape = per_example_sizes(input);
-  at::Tensor loss_rows = at::empty(rows_shape, input.options());
-  at::Tensor weight_rows = at::empty(rows_shape, input.options());
+  const bool per_row = reduction == static_cast<int64_t>(Reduction::None);
+  at::Tensor loss_rows = per_row ? at::empty(rows_shape, input.options()) : at::Tensor();
   at::Tensor lse = at::empty(rows_shape, input.options());
 
+  // Fixed blocks of rows, each summed in order and then added in block order:
+  // the reduction is deterministic whatever the number of threads, and needs
+  // no extra pass or tensor op.
+  const int64_t rows = shape.rows(), grain = row_grain(shape.C);
+  const int64_t blocks = (rows + grain - 1) / grain;
+  std::vector<Sums> partial(static_cast<size_t>(blocks));
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "d2l_ext_cross_entropy_cpu", [&] {
     const auto p = make_params<scalar_t>(shape, input, target, weight, ignore_index, label_smoothing);
-    scalar_t* loss_ptr = loss_rows.data_ptr<scalar_t>();
-    scalar_t* w_ptr = weight_rows.data_ptr<scalar_t>();
+    scalar_t* loss_ptr = per_row ? loss_rows.data_ptr<scalar_t>() : nullptr;
     scalar_t* lse_ptr = lse.data_ptr<scalar_t>();
-    at::parallel_for(0, shape.rows(), row_grain(shape.C), [&](int64_t begin, int64_t end) {
-      forward_rows<scalar_t, scalar_t>(p, begin, end, loss_ptr, w_ptr, lse_ptr);
+    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b)
+        partial[b] = forward_rows<scalar_t, scalar_t>(p, b * grain, std::min(rows, (b + 1) * grain), loss_ptr,
+                                                      lse_ptr);
     });
   });
-
-  at::Tensor total_weight = weight_rows.sum();
-  if (reduction == static_cast<int64_t>(Reduction::None)) return {loss_rows, lse, total_weight};
-  at::Tensor loss = loss_rows.sum();
-  if (reduction == static_cast<int64_t>(Reduction::Mean)) loss.div_(total_weight);
+  Sums total;
+  for (const Sums& s : partial) {
+    total.loss += s.loss;
+    total.weight += s.weight;
+  }
+  at::Tensor total_weight = at::scalar_tensor(total.weight, input.options());
+  if (per_row) return {loss_rows, lse, total_weight};
+  const bool mean = reduction == static_cast<int64_t>(Reduction::Mean);
+  at::Tensor loss = at::scalar_tensor(mean ? total.loss / total.weight : total.loss, input.options());
   return {loss, lse, total_weight};
 }
 
