@@ -1315,3 +1315,44 @@ def test_math_of_the_tolerance_helper():
     assert tolerances(torch.float64, 100) < 1e-13
     assert 5e-7 < tolerances(torch.float32, 1) < 1e-5
     assert math.isclose(tolerances(torch.float32, 400), 20 * tolerances(torch.float32, 1))
+
+
+# --------------------------------------------------------------------------- spatial fast path
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("spatial", [(8,), (3, 5), (4, 9), (2, 33)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_spatial_positions_in_blocks_of_eight(backend, device, spatial, reduction, weighted,
+                                              label_smoothing):
+    # The CPU kernel handles float32 spatial inputs eight positions at a time when
+    # the example has at least eight positions, and one at a time for the rest:
+    # sizes 8, 15, 36 and 66 cover whole blocks, tails and blocks that would
+    # straddle two examples. Ignored positions land inside the blocks.
+    x = make_logits((3, 7) + spatial, torch.float32, device, seed=11)
+    t = make_index_target((3,) + spatial, 7, device, seed=12, ignore_index=-100, ignore_frac=0.2)
+    w = make_weight(7, torch.float32, device) if weighted else None
+    compare_with_torch(x, t, weight=w, reduction=reduction, label_smoothing=label_smoothing)
+
+
+@requires_native
+def test_spatial_block_ignored_lane_with_nan_logits_has_zero_gradient():
+    x = make_logits((2, 5, 16), torch.float32, "cpu", seed=13)
+    t = make_index_target((2, 16), 5, "cpu", seed=14)
+    x[0, :, 3] = float("nan")
+    t[0, 3] = -100
+    xr = x.clone().requires_grad_()
+    with d2l_ext.use_backend("native"):
+        loss = D.cross_entropy(xr, t)
+        (g,) = torch.autograd.grad(loss, xr)
+    assert torch.isfinite(loss)
+    assert (g[0, :, 3] == 0).all()
+    keep = torch.ones_like(t, dtype=torch.bool)
+    keep[0, 3] = False
+    ref = x.clone()
+    ref[0, :, 3] = 0.0  # any finite logits: the position is ignored either way
+    ref.requires_grad_()
+    (g_ref,) = torch.autograd.grad(F.cross_entropy(ref, t), ref)
+    torch.testing.assert_close(g.movedim(1, -1)[keep], g_ref.movedim(1, -1)[keep])

@@ -104,6 +104,55 @@ struct Sums {
   double loss = 0.0, weight = 0.0;
 };
 
+#ifdef D2L_EXT_HAVE_AVX2
+// forward_rows for rows [row, row + 8), all in one example of a spatial input.
+inline void forward_block8(const CEParams<float>& p, int64_t row, float* loss, float* lse_out, Sums& sums) {
+  const int64_t C = p.shape.C, S = p.shape.S;
+  const float* x = p.input + p.offset(row);
+  float lse[8], wx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  cpu::avx2::lse8(x, C, S, lse);
+  if (p.eps > 0.0) cpu::avx2::weighted_sum8(x, C, S, p.weight, wx);
+  for (int j = 0; j < 8; ++j) {
+    const int64_t t = p.class_of(row + j);
+    if (t < 0) {
+      if (loss) loss[row + j] = 0;
+      lse_out[row + j] = 0;
+      continue;
+    }
+    const double wt = p.w(t);
+    double l = (1.0 - p.eps) * wt * (static_cast<double>(lse[j]) - x[t * S + j]);
+    if (p.eps > 0.0) l += p.eps / C * (p.weight_sum * lse[j] - wx[j]);
+    if (loss) loss[row + j] = static_cast<float>(l);
+    lse_out[row + j] = lse[j];
+    sums.loss += l;
+    sums.weight += wt;
+  }
+}
+
+// backward_rows for rows [row, row + 8), all in one example of a spatial input.
+inline void backward_block8(const CEParams<float>& p, int64_t row, const float* lse, const float* grad_loss,
+                            bool grad_per_row, double grad_scale, float* grad) {
+  const int64_t C = p.shape.C, S = p.shape.S;
+  const int64_t off = p.offset(row);
+  float a[8], b[8], hit[8];
+  int32_t keep[8];
+  int64_t t[8];
+  for (int j = 0; j < 8; ++j) {
+    t[j] = p.class_of(row + j);
+    const double g = (grad_per_row ? static_cast<double>(grad_loss[row + j]) : 1.0) * grad_scale;
+    const double wt = t[j] < 0 ? 0.0 : p.w(t[j]);
+    keep[j] = t[j] >= 0;
+    a[j] = keep[j] ? static_cast<float>(g * ((1.0 - p.eps) * wt + p.eps * p.weight_sum / C)) : 0.f;
+    b[j] = keep[j] ? static_cast<float>(g * p.eps / C) : 0.f;
+    hit[j] = static_cast<float>(g * (1.0 - p.eps) * wt);
+  }
+  cpu::avx2::softmax_grad8(grad + off, p.input + off, C, S, lse + row, a, b, p.weight, keep);
+  for (int j = 0; j < 8; ++j)
+    if (keep[j]) grad[off + t[j] * S + j] -= hit[j];
+}
+#endif
+
+
 // Forward over rows [begin, end): writes each row's lse (kept for backward)
 // and, when `loss` is not null, its loss; returns the rows' summed loss and
 // summed weight (the "mean" divisor: w[target], or 1 per row for probabilities).
@@ -112,6 +161,16 @@ Sums forward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, acc_t
   const int64_t C = p.shape.C, S = p.shape.S;
   Sums sums;
   for (int64_t row = begin; row < end; ++row) {
+#ifdef D2L_EXT_HAVE_AVX2
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      // Spatial input: eight positions at a time, vectorised across positions.
+      if (p.target && S >= 8 && row % S <= S - 8 && row + 8 <= end && cpu::avx2::cpu_has_avx2()) {
+        forward_block8(p, row, loss, lse_out, sums);
+        row += 7;
+        continue;
+      }
+    }
+#endif
     const Row<scalar_t> r{p.input + p.offset(row), S};
     if (p.target) {
       const int64_t t = p.class_of(row);
@@ -155,6 +214,15 @@ void backward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, cons
                    scalar_t* grad) {
   const int64_t C = p.shape.C, S = p.shape.S;
   for (int64_t row = begin; row < end; ++row) {
+#ifdef D2L_EXT_HAVE_AVX2
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (p.target && S >= 8 && row % S <= S - 8 && row + 8 <= end && cpu::avx2::cpu_has_avx2()) {
+        backward_block8(p, row, lse, grad_loss, grad_per_row, grad_scale, grad);
+        row += 7;
+        continue;
+      }
+    }
+#endif
     const int64_t off = p.offset(row);
     const Row<scalar_t> r{p.input + off, S};
     scalar_t* out = grad + off;

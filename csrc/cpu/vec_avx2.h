@@ -131,6 +131,52 @@ D2L_EXT_AVX2_FN inline void row_softmax_grad(float* out, const float* x, int64_t
   for (; i < n; ++i) out[i] = a * std::exp(x[i] - lse) - (w ? b * w[i] : b);
 }
 
+
+// Eight examples at once for spatial input (N, C, S): `x` points at class 0
+// of eight consecutive positions, and class c of them sits at x + c * S.
+
+// lse[j] = log sum_c exp(x[c * S + j]), j < 8.
+D2L_EXT_AVX2_FN inline void lse8(const float* x, int64_t C, int64_t S, float* lse) {
+  __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t c = 0; c < C; ++c) m = _mm256_max_ps(m, _mm256_loadu_ps(x + c * S));
+  const __m256 shift = m;  // as in row_sum_exp: an all -inf lane gives NaN, like torch
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+  int64_t c = 0;
+  for (; c + 2 <= C; c += 2) {
+    s0 = _mm256_add_ps(s0, exp(_mm256_sub_ps(_mm256_loadu_ps(x + c * S), shift)));
+    s1 = _mm256_add_ps(s1, exp(_mm256_sub_ps(_mm256_loadu_ps(x + (c + 1) * S), shift)));
+  }
+  if (c < C) s0 = _mm256_add_ps(s0, exp(_mm256_sub_ps(_mm256_loadu_ps(x + c * S), shift)));
+  alignas(32) float sum[8], sh[8];
+  _mm256_store_ps(sum, _mm256_add_ps(s0, s1));
+  _mm256_store_ps(sh, shift);
+  for (int j = 0; j < 8; ++j) lse[j] = sh[j] + std::log(sum[j]);
+}
+
+// out[j] = sum_c w[c] * x[c * S + j] (w[c] = 1 when w is null).
+D2L_EXT_AVX2_FN inline void weighted_sum8(const float* x, int64_t C, int64_t S, const float* w, float* out) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t c = 0; c < C; ++c) {
+    const __m256 v = _mm256_loadu_ps(x + c * S);
+    acc = w ? _mm256_fmadd_ps(_mm256_set1_ps(w[c]), v, acc) : _mm256_add_ps(acc, v);
+  }
+  _mm256_storeu_ps(out, acc);
+}
+
+// out[c * S + j] = a[j] * exp(x[c * S + j] - lse[j]) - b[j] * w[c], and 0 in the
+// lanes where keep[j] is 0 (ignored examples: 0 even for NaN logits).
+D2L_EXT_AVX2_FN inline void softmax_grad8(float* out, const float* x, int64_t C, int64_t S, const float* lse,
+                                         const float* a, const float* b, const float* w, const int32_t* keep) {
+  const __m256 vl = _mm256_loadu_ps(lse), va = _mm256_loadu_ps(a), vb = _mm256_loadu_ps(b);
+  const __m256 kept = _mm256_castsi256_ps(
+      _mm256_cmpgt_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(keep)), _mm256_setzero_si256()));
+  for (int64_t c = 0; c < C; ++c) {
+    const __m256 p = exp(_mm256_sub_ps(_mm256_loadu_ps(x + c * S), vl));
+    const __m256 bw = w ? _mm256_mul_ps(vb, _mm256_set1_ps(w[c])) : vb;
+    _mm256_storeu_ps(out + c * S, _mm256_and_ps(kept, _mm256_fmsub_ps(va, p, bw)));
+  }
+}
+
 }  // namespace d2l_ext::cpu::avx2
 
 #endif
