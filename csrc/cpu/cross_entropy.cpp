@@ -189,11 +189,23 @@ Sums forward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, acc_t
       sums.loss += l;
       sums.weight += wt;
     } else {
-      // Smoothed probabilities q' = (1 - eps) q + eps / C; loss = sum_c w q' (lse - x).
+      // Smoothed probabilities q' = (1 - eps) q + eps / C; loss = sum_c w q' (lse - x)
+      // = a * lse - b with a = sum_c w q' and b = sum_c w q' x.
       const double lse = row_lse(r, C);
       const Row<scalar_t> q{p.probs + p.offset(row), S};
       double a = 0.0, b = 0.0;
-      for (int64_t c = 0; c < C; ++c) {
+      bool summed = false;
+#ifdef D2L_EXT_HAVE_AVX2
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (S == 1 && cpu::avx2::cpu_has_avx2()) {
+          a = (1.0 - p.eps) * cpu::avx2::row_dot(q.x, p.weight, C) + p.eps / C * p.weight_sum;
+          b = (1.0 - p.eps) * cpu::avx2::row_dot3(r.x, q.x, p.weight, C);
+          if (p.eps > 0.0) b += p.eps / C * cpu::avx2::row_dot(r.x, p.weight, C);
+          summed = true;
+        }
+      }
+#endif
+      for (int64_t c = 0; !summed && c < C; ++c) {
         const double wq = p.w(c) * ((1.0 - p.eps) * q[c] + p.eps / C);
         a += wq;
         b += wq * r[c];
@@ -255,6 +267,17 @@ void backward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, cons
       // d/dx_c = g * (A softmax_c - w_c q'_c) with A = sum_c w_c q'_c.
       const Row<scalar_t> q{p.probs + off, S};
       const double l = static_cast<double>(lse[row]);
+#ifdef D2L_EXT_HAVE_AVX2
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (S == 1 && cpu::avx2::cpu_has_avx2()) {
+          const double A = (1.0 - p.eps) * cpu::avx2::row_dot(q.x, p.weight, C) + p.eps / C * p.weight_sum;
+          cpu::avx2::row_softmax_grad_prob(out, r.x, q.x, C, static_cast<float>(l), static_cast<float>(g * A),
+                                           static_cast<float>(g * (1.0 - p.eps)),
+                                           static_cast<float>(g * p.eps / C), p.weight);
+          continue;
+        }
+      }
+#endif
       double A = 0.0;
       for (int64_t c = 0; c < C; ++c) A += p.w(c) * ((1.0 - p.eps) * q[c] + p.eps / C);
       for (int64_t c = 0; c < C; ++c) {

@@ -132,6 +132,42 @@ D2L_EXT_AVX2_FN inline void row_softmax_grad(float* out, const float* x, int64_t
 }
 
 
+// sum_i a[i] * b[i] * w[i], or sum_i a[i] * b[i] when w is null.
+D2L_EXT_AVX2_FN inline float row_dot3(const float* a, const float* b, const float* w, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m256 p0 = _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+    __m256 p1 = _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8));
+    if (w) {
+      s0 = _mm256_fmadd_ps(p0, _mm256_loadu_ps(w + i), s0);
+      s1 = _mm256_fmadd_ps(p1, _mm256_loadu_ps(w + i + 8), s1);
+    } else {
+      s0 = _mm256_add_ps(s0, p0);
+      s1 = _mm256_add_ps(s1, p1);
+    }
+  }
+  float s = hsum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) s += a[i] * b[i] * (w ? w[i] : 1.f);
+  return s;
+}
+
+// out[i] = a * exp(x[i] - lse) - w[i] * (b1 * q[i] + b2)   (w[i] = 1 when w is null):
+// the soft-target gradient with q' = (1 - eps) q + eps / C folded into b1, b2.
+D2L_EXT_AVX2_FN inline void row_softmax_grad_prob(float* out, const float* x, const float* q, int64_t n,
+                                                  float lse, float a, float b1, float b2, const float* w) {
+  const __m256 vl = _mm256_set1_ps(lse), va = _mm256_set1_ps(a), vb1 = _mm256_set1_ps(b1),
+               vb2 = _mm256_set1_ps(b2);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 p = exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), vl));
+    __m256 t = _mm256_fmadd_ps(vb1, _mm256_loadu_ps(q + i), vb2);
+    if (w) t = _mm256_mul_ps(t, _mm256_loadu_ps(w + i));
+    _mm256_storeu_ps(out + i, _mm256_fmsub_ps(va, p, t));
+  }
+  for (; i < n; ++i) out[i] = a * std::exp(x[i] - lse) - (w ? w[i] : 1.f) * (b1 * q[i] + b2);
+}
+
 // Eight examples at once for spatial input (N, C, S): `x` points at class 0
 // of eight consecutive positions, and class c of them sits at x + c * S.
 
