@@ -272,10 +272,7 @@ def test_all_rows_ignored(backend, device, dtype, weighted, label_smoothing, ign
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-@pytest.mark.parametrize("backend_name", [
-    pytest.param("native", marks=requires_native),
-    pytest.param("python"),
-])
+@pytest.mark.parametrize("backend_name", BACKENDS)
 def test_all_rows_ignored_mean_gradient_is_zero(device, dtype, weighted, label_smoothing,
                                                backend_name):
     if backend_name == "native":
@@ -636,10 +633,7 @@ def _weight_grad(fn, x, t, w, label_smoothing):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-@pytest.mark.parametrize("backend_name", [
-    pytest.param("native", marks=requires_native),
-    pytest.param("python"),
-])
+@pytest.mark.parametrize("backend_name", BACKENDS)
 def test_weight_gradient_prob_targets(device, dtype, label_smoothing, backend_name):
     if backend_name == "native":
         skip_unless_native_kernels(device)
@@ -656,10 +650,7 @@ def test_weight_gradient_prob_targets(device, dtype, label_smoothing, backend_na
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-@pytest.mark.parametrize("backend_name", [
-    pytest.param("native", marks=requires_native),
-    pytest.param("python"),
-])
+@pytest.mark.parametrize("backend_name", BACKENDS)
 def test_weight_gradient_index_targets_refused_like_torch(device, label_smoothing, backend_name):
     if backend_name == "native":
         skip_unless_native_kernels(device)
@@ -1123,10 +1114,7 @@ def test_nan_inf_propagate_like_torch(backend, device, dtype, label_smoothing, w
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-@pytest.mark.parametrize("backend_name", [
-    pytest.param("native", marks=requires_native),
-    pytest.param("python"),
-])
+@pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("target", [0, 1], ids=["off_target", "on_target"])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 def test_plus_inf_logit(device, dtype, backend_name, target, label_smoothing):
@@ -1153,10 +1141,7 @@ IGNORED_NAN_ROW = ([[0.0, 1.0, 2.0, 3.0], [NAN, 1.0, 2.0, 3.0]], [1, -100])
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-@pytest.mark.parametrize("backend_name", [
-    pytest.param("native", marks=requires_native),
-    pytest.param("python"),
-])
+@pytest.mark.parametrize("backend_name", BACKENDS)
 def test_ignored_row_with_nan_logits_loss(device, dtype, label_smoothing, backend_name):
     if backend_name == "native":
         skip_unless_native_kernels(device)
