@@ -156,8 +156,9 @@ inline void backward_block8(const CEParams<float>& p, int64_t row, const float* 
 // Forward over rows [begin, end): writes each row's lse (kept for backward)
 // and, when `loss` is not null, its loss; returns the rows' summed loss and
 // summed weight (the "mean" divisor: w[target], or 1 per row for probabilities).
-template <typename scalar_t, typename acc_t>
-Sums forward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, acc_t* loss, acc_t* lse_out) {
+// (The CPU kernels take float32 and float64 only, so results are kept in scalar_t.)
+template <typename scalar_t>
+Sums forward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, scalar_t* loss, scalar_t* lse_out) {
   const int64_t C = p.shape.C, S = p.shape.S;
   Sums sums;
   for (int64_t row = begin; row < end; ++row) {
@@ -184,8 +185,8 @@ Sums forward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, acc_t
       double l = (1.0 - p.eps) * wt * (lse - static_cast<double>(r[t]));
       if (p.eps > 0.0)
         l += p.eps / C * (p.weight_sum * lse - row_weighted_sum(r, p.weight, C));
-      if (loss) loss[row] = static_cast<acc_t>(l);
-      lse_out[row] = static_cast<acc_t>(lse);
+      if (loss) loss[row] = static_cast<scalar_t>(l);
+      lse_out[row] = static_cast<scalar_t>(lse);
       sums.loss += l;
       sums.weight += wt;
     } else {
@@ -210,8 +211,8 @@ Sums forward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, acc_t
         a += wq;
         b += wq * r[c];
       }
-      if (loss) loss[row] = static_cast<acc_t>(a * lse - b);
-      lse_out[row] = static_cast<acc_t>(lse);
+      if (loss) loss[row] = static_cast<scalar_t>(a * lse - b);
+      lse_out[row] = static_cast<scalar_t>(lse);
       sums.loss += a * lse - b;
       sums.weight += 1.0;
     }
@@ -220,8 +221,8 @@ Sums forward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, acc_t
 }
 
 // Backward over rows [begin, end): grad[row, c] = g * d loss_row / d x[row, c].
-template <typename scalar_t, typename acc_t>
-void backward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, const acc_t* lse,
+template <typename scalar_t>
+void backward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, const scalar_t* lse,
                    const scalar_t* grad_loss, bool grad_per_row, double grad_scale,
                    scalar_t* grad) {
   const int64_t C = p.shape.C, S = p.shape.S;
@@ -354,7 +355,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_cpu(
     scalar_t* lse_ptr = lse.data_ptr<scalar_t>();
     at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b)
-        partial[b] = forward_rows<scalar_t, scalar_t>(p, b * grain, std::min(rows, (b + 1) * grain), loss_ptr,
+        partial[b] = forward_rows<scalar_t>(p, b * grain, std::min(rows, (b + 1) * grain), loss_ptr,
                                                       lse_ptr);
     });
   });
@@ -400,7 +401,7 @@ at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_loss_, const at::Te
     const scalar_t* lse_ptr = lse.const_data_ptr<scalar_t>();
     scalar_t* out = grad.data_ptr<scalar_t>();
     at::parallel_for(0, shape.rows(), row_grain(shape.C), [&](int64_t begin, int64_t end) {
-      backward_rows<scalar_t, scalar_t>(p, begin, end, lse_ptr, g_ptr, per_row, scale, out);
+      backward_rows<scalar_t>(p, begin, end, lse_ptr, g_ptr, per_row, scale, out);
     });
   });
   return grad;
