@@ -19,4 +19,27 @@ TORCH_LIBRARY(d2l_ext, m) {
       "_cross_entropy_backward(Tensor grad_loss, Tensor input, Tensor target, "
       "Tensor? weight, Tensor lse, Tensor total_weight, int reduction, "
       "int ignore_index, float label_smoothing) -> Tensor");
+
+  // 2-D pooling over input (N, C, H, W) (contiguous or channels-last; the
+  // outputs keep the layout). Max pooling returns (output, offset): offset is
+  // the winner's tap inside its window, tap_h * taps_w + tap_w (see
+  // csrc/pooling.h), uint8 when a window has at most 256 taps, else int32.
+  // The backward ops take the input's (H, W) and never the input itself.
+  m.def(
+      "max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
+      "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)");
+  m.def(
+      "_max_pool2d_backward(Tensor grad_output, Tensor offset, SymInt[2] input_size, "
+      "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
+  m.def(
+      "avg_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, bool ceil_mode, "
+      "bool count_include_pad, int? divisor_override) -> Tensor");
+  m.def(
+      "_avg_pool2d_backward(Tensor grad_output, SymInt[2] input_size, int[2] kernel_size, int[2] stride, "
+      "int[2] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor");
+  // Adaptive pooling: output (oh, ow) covers rows [floor(oh*H/OH), ceil((oh+1)*H/OH)), as torch.
+  m.def("adaptive_avg_pool2d(Tensor input, SymInt[2] output_size) -> Tensor");
+  m.def("_adaptive_avg_pool2d_backward(Tensor grad_output, SymInt[2] input_size) -> Tensor");
+  m.def("adaptive_max_pool2d(Tensor input, SymInt[2] output_size) -> (Tensor, Tensor)");
+  m.def("_adaptive_max_pool2d_backward(Tensor grad_output, Tensor offset, SymInt[2] input_size) -> Tensor");
 }

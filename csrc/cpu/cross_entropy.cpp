@@ -15,11 +15,8 @@
 #include <limits>
 #include <vector>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #include "../cross_entropy.h"
+#include "memory.h"
 #include "vec_avx2.h"
 
 namespace d2l_ext {
@@ -289,25 +286,6 @@ void backward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, cons
   }
 }
 
-// A freshly allocated multi-megabyte output is first touched by our kernel, and
-// with 4 KiB pages that costs one page fault per 4 KiB (about as much time as
-// computing the gradient itself). Where the kernel offers transparent huge
-// pages on request, ask for them on the buffer's 2 MiB-aligned interior.
-void advise_huge_pages(void* ptr, size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  // Below 32 MiB glibc may serve the buffer from already-resident heap pages,
-  // where the hint only adds compaction work; above, every buffer is a fresh mmap.
-  if (bytes < 16 * kHuge) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(ptr) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(ptr) + bytes) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);  // a hint: errors ignored
-#else
-  (void)ptr;
-  (void)bytes;
-#endif
-}
-
 // Rows per task so that each task touches roughly GRAIN_SIZE logits.
 int64_t row_grain(int64_t C) { return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(C, 1)); }
 
@@ -388,7 +366,7 @@ at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_loss_, const at::Te
   const at::Tensor lse = lse_.contiguous();
   const at::Tensor grad_loss = grad_loss_.contiguous();
   at::Tensor grad = at::empty_like(input, at::MemoryFormat::Contiguous);
-  advise_huge_pages(grad.data_ptr(), grad.nbytes());
+  cpu::advise_huge_pages(grad.data_ptr(), grad.nbytes());
 
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "d2l_ext_cross_entropy_backward_cpu", [&] {
     const auto p = make_params<scalar_t>(shape, input, target, weight, ignore_index, label_smoothing);

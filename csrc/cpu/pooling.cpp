@@ -1,0 +1,700 @@
+// CPU kernels of the 2-D pooling ops: max_pool2d, avg_pool2d,
+// adaptive_max_pool2d, adaptive_avg_pool2d and their backwards.
+//
+// One set of kernels serves all four ops: a window is described per axis
+// (PoolAxis, csrc/pooling.h), tabulated once per call, so regular and adaptive
+// pooling differ only in their tables. Two layouts:
+//   * contiguous (N, C, H, W): a task owns whole planes; forward reads each
+//     window, backward zeroes its plane and scatters into it (no two tasks
+//     touch one plane, so overlapping windows need no atomics);
+//   * channels-last (N, H, W, C): the channel loop is innermost and
+//     contiguous, so the compiler vectorises it; forward tasks own output
+//     rows, backward tasks own (image, channel block) slabs.
+// Max pooling stores the winner as a small window offset (uint8 for up to 256
+// taps) rather than an int64 index: 1/8 of torch's index memory.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "../pooling.h"
+#include "memory.h"
+#include "vec_avx2.h"
+
+namespace d2l_ext {
+namespace {
+
+// Window bounds of every output along one axis (see PoolAxis::window).
+// [inner_begin, inner_end): the outputs of a regular axis whose whole window
+// reads the input (no padding, no clipping); empty for adaptive axes.
+struct AxisTable {
+  std::vector<int> base, lo, hi, count;
+  int inner_begin = 0, inner_end = 0;
+  AxisTable(const PoolAxis& a, bool include_pad)
+      : base(a.out), lo(a.out), hi(a.out), count(a.out) {
+    for (int o = 0; o < a.out; ++o) {
+      a.window(o, base[o], lo[o], hi[o]);
+      count[o] = a.count(o, include_pad);
+    }
+    if (a.adaptive) return;
+    int o = 0;
+    while (o < a.out && !(lo[o] == 0 && hi[o] == a.kernel)) ++o;
+    inner_begin = inner_end = o;
+    while (inner_end < a.out && lo[inner_end] == 0 && hi[inner_end] == a.kernel) ++inner_end;
+  }
+};
+
+struct Geometry {
+  int64_t N, C;
+  PoolAxis h, w;
+  AxisTable th, tw;
+  int taps_w;  // row length of the offset code tap_h * taps_w + tap_w
+  Geometry(int64_t n, int64_t c, const PoolAxis& h_, const PoolAxis& w_, bool include_pad = true)
+      : N(n), C(c), h(h_), w(w_), th(h_, include_pad), tw(w_, include_pad), taps_w(w_.taps()) {}
+  int64_t planes() const { return N * C; }
+  int64_t in_plane() const { return static_cast<int64_t>(h.in) * w.in; }
+  int64_t out_plane() const { return static_cast<int64_t>(h.out) * w.out; }
+};
+
+template <typename T>
+inline bool is_nan(T v) {
+  if constexpr (std::is_floating_point_v<T>) {
+    return std::isnan(v);
+  } else {
+    return false;
+  }
+}
+
+template <typename T>
+constexpr T lowest() {
+  if constexpr (std::is_floating_point_v<T>) {
+    return -std::numeric_limits<T>::infinity();
+  } else {
+    return std::numeric_limits<T>::lowest();
+  }
+}
+
+// at::parallel_for over [0, n), each task's body compiled twice: for the
+// baseline ISA and, picked at run time, for AVX2 (flatten inlines the body and
+// its callees into the wrapper, so the compiler vectorises the channel and
+// output loops with 256-bit registers).
+template <typename Body>
+__attribute__((flatten)) void call_base(const Body& body, int64_t begin, int64_t end) {
+  body(begin, end);
+}
+#ifdef D2L_EXT_HAVE_AVX2
+template <typename Body>
+__attribute__((target("avx2,fma"), flatten)) void call_avx2(const Body& body, int64_t begin, int64_t end) {
+  body(begin, end);
+}
+#endif
+
+template <typename Body>
+void parallel_tasks(int64_t n, int64_t grain, const Body& body) {
+#ifdef D2L_EXT_HAVE_AVX2
+  if (cpu::avx2::cpu_has_avx2()) {
+    at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { call_avx2(body, begin, end); });
+    return;
+  }
+#endif
+  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { call_base(body, begin, end); });
+}
+
+// Planes per task: enough work per task to amortise scheduling.
+int64_t plane_grain(int64_t plane_work) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, plane_work)); }
+
+// Channels per backward task in channels-last layout.
+constexpr int64_t kChannelBlock = 64;
+
+// The window offset of the first tap that reads the input (torch starts its
+// search there, so an all -inf window reports its first valid element).
+inline int first_code(int hl, int hh, int wl, int wh, int taps_w) {
+  return (hl < hh && wl < wh) ? hl * taps_w + wl : 0;
+}
+
+// ------------------------------------------------------------------ max pooling
+
+// One tap of a max window over a run of n outputs whose windows lie inside
+// the input: output i reads src[i * stride]. Branch-free (random data makes
+// the winner unpredictable) so the compiler vectorises it; a compile-time
+// stride lets strided loads become shuffles.
+template <int kStride, typename T>
+inline void max_tap_run(const T* src, int stride, int n, int here, T* best, int32_t* code) {
+  const int s = kStride > 0 ? kStride : stride;
+  for (int i = 0; i < n; ++i) {
+    const T v = src[static_cast<int64_t>(i) * s];
+    const bool take = (v > best[i]) | is_nan(v);  // torch's rule: a larger value or a NaN wins
+    best[i] = take ? v : best[i];
+    code[i] = take ? here : code[i];
+  }
+}
+
+template <typename T>
+inline void max_window(const T* xp, int W, int hb, int hl, int hh, int dh, int wb, int wl, int wh, int dw, int TW,
+                       T& best_out, int& code_out) {
+  T best = lowest<T>();
+  int code = first_code(hl, hh, wl, wh, TW);
+  for (int t = hl; t < hh; ++t) {
+    const T* row = xp + static_cast<int64_t>(hb + t * dh) * W + wb;
+    for (int u = wl; u < wh; ++u) {
+      const T v = row[u * dw];
+      const bool take = (v > best) | is_nan(v);
+      best = take ? v : best;
+      code = take ? t * TW + u : code;
+    }
+  }
+  best_out = best;
+  code_out = code;
+}
+
+template <typename T, typename Off>
+void max_forward_nchw(const Geometry& g, const T* x, T* y, Off* off) {
+  const int H = g.h.in, W = g.w.in, OH = g.h.out, OW = g.w.out, TW = g.taps_w;
+  const int dh = g.h.dilation, dw = g.w.dilation, sw = g.w.stride;
+  // Outputs [ia, ib) along W have whole windows inside the input: those run
+  // tap by tap over the row of outputs; the edges run window by window.
+  const int ia = g.tw.inner_begin, ib = g.tw.inner_end;
+  parallel_tasks(g.planes(), plane_grain(g.in_plane()), [&](int64_t begin, int64_t end) {
+    std::vector<T> best(std::max(OW, 1));
+    std::vector<int32_t> code(std::max(OW, 1));
+    for (int64_t p = begin; p < end; ++p) {
+      const T* xp = x + p * H * W;
+      T* yp = y + p * OH * OW;
+      Off* op = off + p * OH * OW;
+      for (int oh = 0; oh < OH; ++oh) {
+        const int hb = g.th.base[oh], hl = g.th.lo[oh], hh = g.th.hi[oh];
+        for (int ow = 0; ow < OW; ++ow) {
+          if (ow == ia && ib > ia) ow = ib;
+          if (ow >= OW) break;
+          int c;
+          max_window(xp, W, hb, hl, hh, dh, g.tw.base[ow], g.tw.lo[ow], g.tw.hi[ow], dw, TW, best[ow], c);
+          code[ow] = c;
+        }
+        if (ib > ia) {
+          const int n = ib - ia, first = first_code(hl, hh, 0, TW, TW);
+          std::fill(best.begin() + ia, best.begin() + ib, lowest<T>());
+          std::fill(code.begin() + ia, code.begin() + ib, first);
+          for (int t = hl; t < hh; ++t) {
+            const T* row = xp + static_cast<int64_t>(hb + t * dh) * W + g.tw.base[ia];
+            for (int u = 0; u < TW; ++u) {
+              const T* src = row + u * dw;
+              const int here = t * TW + u;
+              if (sw == 1) {
+                max_tap_run<1>(src, sw, n, here, best.data() + ia, code.data() + ia);
+              } else if (sw == 2) {
+                max_tap_run<2>(src, sw, n, here, best.data() + ia, code.data() + ia);
+              } else {
+                max_tap_run<0>(src, sw, n, here, best.data() + ia, code.data() + ia);
+              }
+            }
+          }
+        }
+        // Through restrict pointers: a uint8 store may alias anything.
+        const T* __restrict b = best.data();
+        const int32_t* __restrict c = code.data();
+        T* __restrict yr = yp + oh * OW;
+        Off* __restrict orow = op + oh * OW;
+        for (int ow = 0; ow < OW; ++ow) {
+          yr[ow] = b[ow];
+          orow[ow] = static_cast<Off>(c[ow]);
+        }
+      }
+    }
+  });
+}
+
+template <typename T, typename Off>
+void max_forward_nhwc(const Geometry& g, const T* x, T* y, Off* off) {
+  const int64_t C = g.C;
+  const int H = g.h.in, W = g.w.in, OH = g.h.out, OW = g.w.out, TW = g.taps_w;
+  const int dh = g.h.dilation, dw = g.w.dilation;
+  constexpr int64_t CB = kChannelBlock;
+  parallel_tasks(g.N * OH, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, OW * C)),
+                   [&](int64_t begin, int64_t end) {
+    T best[CB];
+    int code[CB];
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / OH;
+      const int oh = static_cast<int>(r % OH);
+      const int hb = g.th.base[oh], hl = g.th.lo[oh], hh = g.th.hi[oh];
+      for (int ow = 0; ow < OW; ++ow) {
+        const int wb = g.tw.base[ow], wl = g.tw.lo[ow], wh = g.tw.hi[ow];
+        const int64_t o = (r * OW + ow) * C;
+        for (int64_t c0 = 0; c0 < C; c0 += CB) {
+          const int64_t cn = std::min(CB, C - c0);
+          const int start = first_code(hl, hh, wl, wh, TW);
+          for (int64_t c = 0; c < cn; ++c) {
+            best[c] = lowest<T>();
+            code[c] = start;
+          }
+          for (int t = hl; t < hh; ++t) {
+            for (int u = wl; u < wh; ++u) {
+              const T* xv = x + ((n * H + hb + t * dh) * W + wb + u * dw) * C + c0;
+              const int here = t * TW + u;
+              for (int64_t c = 0; c < cn; ++c) {
+                const T v = xv[c];
+                const bool take = v > best[c] || is_nan(v);
+                best[c] = take ? v : best[c];
+                code[c] = take ? here : code[c];
+              }
+            }
+          }
+          for (int64_t c = 0; c < cn; ++c) {
+            y[o + c0 + c] = best[c];
+            off[o + c0 + c] = static_cast<Off>(code[c]);
+          }
+        }
+      }
+    }
+  });
+}
+
+// Where offset `code` of output (oh, ow) points in its input plane, or -1
+// when it lies outside the window's valid taps (an empty window).
+inline int64_t decode(const Geometry& g, int oh, int ow, int code) {
+  const int t = code / g.taps_w, u = code - t * g.taps_w;
+  if (t < g.th.lo[oh] || t >= g.th.hi[oh] || u < g.tw.lo[ow] || u >= g.tw.hi[ow]) return -1;
+  return static_cast<int64_t>(g.th.base[oh] + t * g.h.dilation) * g.w.in + g.tw.base[ow] + u * g.w.dilation;
+}
+
+template <typename T, typename Off>
+void max_backward_nchw(const Geometry& g, const T* gy, const Off* off, T* gx) {
+  const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
+  const int OW = g.w.out;
+  parallel_tasks(g.planes(), plane_grain(in_plane), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      T* gp = gx + p * in_plane;
+      std::fill(gp, gp + in_plane, T(0));
+      const T* gyp = gy + p * out_plane;
+      const Off* op = off + p * out_plane;
+      for (int oh = 0; oh < g.h.out; ++oh) {
+        for (int ow = 0; ow < OW; ++ow) {
+          const int64_t i = decode(g, oh, ow, static_cast<int>(op[oh * OW + ow]));
+          if (i >= 0) gp[i] += gyp[oh * OW + ow];
+        }
+      }
+    }
+  });
+}
+
+template <typename T, typename Off>
+void max_backward_nhwc(const Geometry& g, const T* gy, const Off* off, T* gx) {
+  const int64_t C = g.C, in_plane = g.in_plane();
+  const int OH = g.h.out, OW = g.w.out;
+  const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
+  parallel_tasks(g.N * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / blocks, c0 = (task % blocks) * kChannelBlock;
+      const int64_t cn = std::min(kChannelBlock, C - c0);
+      T* gn = gx + n * in_plane * C + c0;
+      for (int64_t i = 0; i < in_plane; ++i) std::fill(gn + i * C, gn + i * C + cn, T(0));
+      for (int oh = 0; oh < OH; ++oh) {
+        for (int ow = 0; ow < OW; ++ow) {
+          const int64_t o = ((n * OH + oh) * OW + ow) * C + c0;
+          for (int64_t c = 0; c < cn; ++c) {
+            const int64_t i = decode(g, oh, ow, static_cast<int>(off[o + c]));
+            if (i >= 0) gn[i * C + c] += gy[o + c];
+          }
+        }
+      }
+    }
+  });
+}
+
+// -------------------------------------------------------------- average pooling
+
+// acc: the sum's type (double for double, int64 for integers, else float),
+// as torch's CPU kernels; integer averages truncate like C++ division.
+template <typename T>
+using acc_t = std::conditional_t<std::is_floating_point_v<T>, std::conditional_t<std::is_same_v<T, double>, double, float>, int64_t>;
+
+inline int64_t divisor(const Geometry& g, int oh, int ow, int64_t divisor_override) {
+  return divisor_override > 0 ? divisor_override : static_cast<int64_t>(g.th.count[oh]) * g.tw.count[ow];
+}
+
+// Whether output (0, 0) is the only one and its window is the whole plane
+// (global pooling): then a plane is one contiguous sum.
+bool is_global(const Geometry& g) {
+  return g.h.out == 1 && g.w.out == 1 && g.h.dilation == 1 && g.w.dilation == 1 && g.th.base[0] + g.th.lo[0] == 0 &&
+         g.th.hi[0] - g.th.lo[0] == g.h.in && g.tw.base[0] + g.tw.lo[0] == 0 && g.tw.hi[0] - g.tw.lo[0] == g.w.in;
+}
+
+// Sum of n contiguous values in 8 interleaved partial sums (vectorisable).
+template <typename A, typename T>
+inline A contiguous_sum(const T* x, int64_t n) {
+  A part[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) part[j] += static_cast<A>(x[i + j]);
+  }
+  A sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+  for (; i < n; ++i) sum += static_cast<A>(x[i]);
+  return sum;
+}
+
+template <typename T>
+void avg_forward_nchw(const Geometry& g, const T* x, T* y, int64_t divisor_override) {
+  using A = acc_t<T>;
+  const int H = g.h.in, W = g.w.in, OH = g.h.out, OW = g.w.out;
+  if (is_global(g)) {
+    const int64_t n = g.in_plane();
+    const A div = static_cast<A>(divisor(g, 0, 0, divisor_override));
+    parallel_tasks(g.planes(), plane_grain(n), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) y[p] = static_cast<T>(contiguous_sum<A>(x + p * n, n) / div);
+    });
+    return;
+  }
+  parallel_tasks(g.planes(), plane_grain(g.in_plane()), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const T* xp = x + p * H * W;
+      T* yp = y + p * OH * OW;
+      for (int oh = 0; oh < OH; ++oh) {
+        const int hb = g.th.base[oh], hl = g.th.lo[oh], hh = g.th.hi[oh];
+        for (int ow = 0; ow < OW; ++ow) {
+          const int wb = g.tw.base[ow], wl = g.tw.lo[ow], wh = g.tw.hi[ow];
+          A sum = 0;
+          for (int t = hl; t < hh; ++t) {
+            const T* row = xp + static_cast<int64_t>(hb + t) * W + wb;
+            for (int u = wl; u < wh; ++u) sum += static_cast<A>(row[u]);
+          }
+          yp[oh * OW + ow] = static_cast<T>(sum / static_cast<A>(divisor(g, oh, ow, divisor_override)));
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void avg_forward_nhwc(const Geometry& g, const T* x, T* y, int64_t divisor_override) {
+  using A = acc_t<T>;
+  const int64_t C = g.C;
+  const int H = g.h.in, W = g.w.in, OH = g.h.out, OW = g.w.out;
+  constexpr int64_t CB = kChannelBlock;
+  parallel_tasks(g.N * OH, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, OW * C)),
+                   [&](int64_t begin, int64_t end) {
+    A sum[CB];
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / OH;
+      const int oh = static_cast<int>(r % OH);
+      const int hb = g.th.base[oh], hl = g.th.lo[oh], hh = g.th.hi[oh];
+      for (int ow = 0; ow < OW; ++ow) {
+        const int wb = g.tw.base[ow], wl = g.tw.lo[ow], wh = g.tw.hi[ow];
+        const A div = static_cast<A>(divisor(g, oh, ow, divisor_override));
+        const int64_t o = (r * OW + ow) * C;
+        for (int64_t c0 = 0; c0 < C; c0 += CB) {
+          const int64_t cn = std::min(CB, C - c0);
+          for (int64_t c = 0; c < cn; ++c) sum[c] = 0;
+          for (int t = hl; t < hh; ++t) {
+            for (int u = wl; u < wh; ++u) {
+              const T* xv = x + ((n * H + hb + t) * W + wb + u) * C + c0;
+              for (int64_t c = 0; c < cn; ++c) sum[c] += static_cast<A>(xv[c]);
+            }
+          }
+          for (int64_t c = 0; c < cn; ++c) y[o + c0 + c] = static_cast<T>(sum[c] / div);
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void avg_backward_nchw(const Geometry& g, const T* gy, T* gx, int64_t divisor_override) {
+  const int W = g.w.in, OH = g.h.out, OW = g.w.out;
+  const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
+  parallel_tasks(g.planes(), plane_grain(in_plane), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      T* gp = gx + p * in_plane;
+      std::fill(gp, gp + in_plane, T(0));
+      const T* gyp = gy + p * out_plane;
+      for (int oh = 0; oh < OH; ++oh) {
+        const int hb = g.th.base[oh], hl = g.th.lo[oh], hh = g.th.hi[oh];
+        for (int ow = 0; ow < OW; ++ow) {
+          const int wb = g.tw.base[ow], wl = g.tw.lo[ow], wh = g.tw.hi[ow];
+          const T v = gyp[oh * OW + ow] / static_cast<T>(divisor(g, oh, ow, divisor_override));
+          for (int t = hl; t < hh; ++t) {
+            T* row = gp + static_cast<int64_t>(hb + t) * W + wb;
+            for (int u = wl; u < wh; ++u) row[u] += v;
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void avg_backward_nhwc(const Geometry& g, const T* gy, T* gx, int64_t divisor_override) {
+  const int64_t C = g.C, in_plane = g.in_plane();
+  const int W = g.w.in, OH = g.h.out, OW = g.w.out;
+  const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
+  parallel_tasks(g.N * blocks, 1, [&](int64_t begin, int64_t end) {
+    T v[kChannelBlock];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / blocks, c0 = (task % blocks) * kChannelBlock;
+      const int64_t cn = std::min(kChannelBlock, C - c0);
+      T* gn = gx + n * in_plane * C + c0;
+      for (int64_t i = 0; i < in_plane; ++i) std::fill(gn + i * C, gn + i * C + cn, T(0));
+      for (int oh = 0; oh < OH; ++oh) {
+        const int hb = g.th.base[oh], hl = g.th.lo[oh], hh = g.th.hi[oh];
+        for (int ow = 0; ow < OW; ++ow) {
+          const int wb = g.tw.base[ow], wl = g.tw.lo[ow], wh = g.tw.hi[ow];
+          const T div = static_cast<T>(divisor(g, oh, ow, divisor_override));
+          const T* go = gy + ((n * OH + oh) * OW + ow) * C + c0;
+          for (int64_t c = 0; c < cn; ++c) v[c] = go[c] / div;
+          for (int t = hl; t < hh; ++t) {
+            for (int u = wl; u < wh; ++u) {
+              T* gi = gn + ((hb + t) * static_cast<int64_t>(W) + wb + u) * C;
+              for (int64_t c = 0; c < cn; ++c) gi[c] += v[c];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// ------------------------------------------------------------------ host side
+
+at::MemoryFormat layout_of(bool channels_last) {
+  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+std::tuple<at::Tensor, at::Tensor> max_pool(const char* op, const at::Tensor& input_, const PoolAxis& h,
+                                            const PoolAxis& w) {
+  const bool cl = is_channels_last(input_);
+  const at::Tensor input = input_.contiguous(layout_of(cl));
+  const Geometry g(input.size(0), input.size(1), h, w);
+  const bool small = offsets_fit_uint8(h, w);
+  const auto fmt = layout_of(cl);
+  at::Tensor out = at::empty({g.N, g.C, h.out, w.out}, input.options().memory_format(fmt));
+  at::Tensor off = at::empty({g.N, g.C, h.out, w.out},
+                             input.options().dtype(small ? at::kByte : at::kInt).memory_format(fmt));
+  if (out.numel() == 0) return {out, off};
+  AT_DISPATCH_ALL_TYPES(input.scalar_type(), "d2l_ext_max_pool2d_cpu", [&] {
+    auto run = [&](auto* off_ptr) {
+      using Off = std::remove_pointer_t<decltype(off_ptr)>;
+      if (cl) {
+        max_forward_nhwc<scalar_t, Off>(g, input.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), off_ptr);
+      } else {
+        max_forward_nchw<scalar_t, Off>(g, input.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), off_ptr);
+      }
+    };
+    if (small) {
+      run(off.data_ptr<uint8_t>());
+    } else {
+      run(off.data_ptr<int32_t>());
+    }
+  });
+  return {out, off};
+}
+
+at::Tensor max_pool_backward(const char* op, const at::Tensor& grad_output_, const at::Tensor& offset_,
+                             at::IntArrayRef input_size, const PoolAxis& h, const PoolAxis& w) {
+  check_pool_backward(op, grad_output_, input_size, h, w);
+  TORCH_CHECK(offset_.sizes() == grad_output_.sizes(), op, ": offset ", offset_.sizes(),
+              " must have grad_output's shape ", grad_output_.sizes());
+  const bool small = offsets_fit_uint8(h, w);
+  TORCH_CHECK(offset_.scalar_type() == (small ? at::kByte : at::kInt), op, ": offset must be ",
+              small ? "uint8" : "int32", " for this window (as the forward returns it), got ",
+              offset_.scalar_type());
+  TORCH_CHECK(offset_.device() == grad_output_.device(), op, ": offset is on ", offset_.device(),
+              " but grad_output is on ", grad_output_.device());
+  // The gradient takes the input's layout, which the forward gave the offsets.
+  const bool cl = is_channels_last(offset_);
+  const auto fmt = layout_of(cl);
+  const at::Tensor gy = grad_output_.contiguous(fmt);
+  const at::Tensor off = offset_.contiguous(fmt);
+  const Geometry g(gy.size(0), gy.size(1), h, w);
+  at::Tensor gx = at::empty({g.N, g.C, h.in, w.in}, gy.options().memory_format(fmt));
+  if (gx.numel() == 0) return gx;
+  cpu::advise_huge_pages(gx.data_ptr(), gx.nbytes());
+  if (gy.numel() == 0) return gx.zero_();
+  AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "d2l_ext_max_pool2d_backward_cpu", [&] {
+    auto run = [&](const auto* off_ptr) {
+      using Off = std::remove_const_t<std::remove_pointer_t<decltype(off_ptr)>>;
+      if (cl) {
+        max_backward_nhwc<scalar_t, Off>(g, gy.const_data_ptr<scalar_t>(), off_ptr, gx.data_ptr<scalar_t>());
+      } else {
+        max_backward_nchw<scalar_t, Off>(g, gy.const_data_ptr<scalar_t>(), off_ptr, gx.data_ptr<scalar_t>());
+      }
+    };
+    if (small) {
+      run(off.const_data_ptr<uint8_t>());
+    } else {
+      run(off.const_data_ptr<int32_t>());
+    }
+  });
+  return gx;
+}
+
+at::Tensor avg_pool(const at::Tensor& input_, const PoolAxis& h, const PoolAxis& w, bool include_pad,
+                    int64_t divisor_override) {
+  const bool cl = is_channels_last(input_);
+  const at::Tensor input = input_.contiguous(layout_of(cl));
+  const Geometry g(input.size(0), input.size(1), h, w, include_pad);
+  at::Tensor out = at::empty({g.N, g.C, h.out, w.out}, input.options().memory_format(layout_of(cl)));
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kLong, input.scalar_type(), "d2l_ext_avg_pool2d_cpu", [&] {
+    if (cl) {
+      avg_forward_nhwc<scalar_t>(g, input.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), divisor_override);
+    } else {
+      avg_forward_nchw<scalar_t>(g, input.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), divisor_override);
+    }
+  });
+  return out;
+}
+
+at::Tensor avg_pool_backward(const char* op, const at::Tensor& grad_output_, at::IntArrayRef input_size,
+                             const PoolAxis& h, const PoolAxis& w, bool include_pad, int64_t divisor_override) {
+  check_pool_backward(op, grad_output_, input_size, h, w);
+  const bool cl = is_channels_last(grad_output_);
+  const auto fmt = layout_of(cl);
+  const at::Tensor gy = grad_output_.contiguous(fmt);
+  const Geometry g(gy.size(0), gy.size(1), h, w, include_pad);
+  at::Tensor gx = at::empty({g.N, g.C, h.in, w.in}, gy.options().memory_format(fmt));
+  if (gx.numel() == 0) return gx;
+  cpu::advise_huge_pages(gx.data_ptr(), gx.nbytes());
+  if (gy.numel() == 0) return gx.zero_();
+  AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "d2l_ext_avg_pool2d_backward_cpu", [&] {
+    if (cl) {
+      avg_backward_nhwc<scalar_t>(g, gy.const_data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(), divisor_override);
+    } else {
+      avg_backward_nchw<scalar_t>(g, gy.const_data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(), divisor_override);
+    }
+  });
+  return gx;
+}
+
+void check_cpu(const char* op, const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), op, " (CPU kernel): ", name, " must be a CPU tensor, got ", t.device());
+}
+
+// The CPU kernels run float32, float64 (and integers where torch's do);
+// d2l_ext.functional computes float16/bfloat16 on CPU in float32.
+void check_cpu_dtype(const char* op, const at::Tensor& t, bool allow_integer) {
+  const auto s = t.scalar_type();
+  TORCH_CHECK(s == at::kFloat || s == at::kDouble || (allow_integer && at::isIntegralType(s, false)), op,
+              " (CPU kernel): supports float32 and float64", allow_integer ? " (and integer)" : "",
+              " tensors, got ", s);
+}
+
+std::pair<int64_t, int64_t> backward_input_size(const char* op, at::IntArrayRef input_size) {
+  TORCH_CHECK(input_size.size() == 2 && input_size[0] > 0 && input_size[1] > 0, op,
+              ": input_size must be the input's (H, W), both > 0, got ", input_size);
+  return {input_size[0], input_size[1]};
+}
+
+// ------------------------------------------------------------------ the ops
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d_cpu(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                                  at::IntArrayRef stride, at::IntArrayRef padding,
+                                                  at::IntArrayRef dilation, bool ceil_mode) {
+  constexpr const char* op = "d2l_ext.max_pool2d";
+  check_cpu(op, input, "input");
+  check_pool_input(op, input, /*allow_integer=*/true);
+  check_cpu_dtype(op, input, true);
+  const auto [h, w] =
+      regular_pool_axes(op, input.size(2), input.size(3), kernel_size, stride, padding, dilation, ceil_mode, true);
+  return max_pool(op, input, h, w);
+}
+
+at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& offset,
+                                   at::IntArrayRef input_size, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                   at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
+  constexpr const char* op = "d2l_ext._max_pool2d_backward";
+  check_cpu(op, grad_output, "grad_output");
+  check_cpu_dtype(op, grad_output, false);
+  const auto [H, W] = backward_input_size(op, input_size);
+  const auto [h, w] = regular_pool_axes(op, H, W, kernel_size, stride, padding, dilation, ceil_mode, true);
+  return max_pool_backward(op, grad_output, offset, input_size, h, w);
+}
+
+at::Tensor avg_pool2d_cpu(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                          at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
+                          std::optional<int64_t> divisor_override) {
+  constexpr const char* op = "d2l_ext.avg_pool2d";
+  check_cpu(op, input, "input");
+  check_pool_input(op, input, /*allow_integer=*/true);
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()) || input.scalar_type() == at::kLong, op,
+              " (CPU kernel): supports float32, float64 and int64 tensors, got ", input.scalar_type());
+  check_cpu_dtype(op, input, true);
+  TORCH_CHECK(!divisor_override.has_value() || *divisor_override != 0, op, ": divisor must be not zero");
+  const int64_t one[2] = {1, 1};
+  const auto [h, w] = regular_pool_axes(op, input.size(2), input.size(3), kernel_size, stride, padding, one,
+                                        ceil_mode, false);
+  return avg_pool(input, h, w, count_include_pad, divisor_override.value_or(0));
+}
+
+at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, at::IntArrayRef input_size,
+                                   at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                   bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor_override) {
+  constexpr const char* op = "d2l_ext._avg_pool2d_backward";
+  check_cpu(op, grad_output, "grad_output");
+  check_cpu_dtype(op, grad_output, false);
+  TORCH_CHECK(!divisor_override.has_value() || *divisor_override != 0, op, ": divisor must be not zero");
+  const auto [H, W] = backward_input_size(op, input_size);
+  const int64_t one[2] = {1, 1};
+  const auto [h, w] = regular_pool_axes(op, H, W, kernel_size, stride, padding, one, ceil_mode, false);
+  return avg_pool_backward(op, grad_output, input_size, h, w, count_include_pad, divisor_override.value_or(0));
+}
+
+at::Tensor adaptive_avg_pool2d_cpu(const at::Tensor& input, at::IntArrayRef output_size) {
+  constexpr const char* op = "d2l_ext.adaptive_avg_pool2d";
+  check_cpu(op, input, "input");
+  check_pool_input(op, input, /*allow_integer=*/false);
+  check_cpu_dtype(op, input, false);
+  const auto [h, w] = adaptive_pool_axes(op, input.size(2), input.size(3), output_size);
+  return avg_pool(input, h, w, false, 0);
+}
+
+at::Tensor adaptive_avg_pool2d_backward_cpu(const at::Tensor& grad_output, at::IntArrayRef input_size) {
+  constexpr const char* op = "d2l_ext._adaptive_avg_pool2d_backward";
+  check_cpu(op, grad_output, "grad_output");
+  check_cpu_dtype(op, grad_output, false);
+  const auto [H, W] = backward_input_size(op, input_size);
+  TORCH_CHECK(grad_output.dim() == 4, op, ": grad_output must be (N, C, OH, OW), got ", grad_output.sizes());
+  const int64_t out[2] = {grad_output.size(2), grad_output.size(3)};
+  const auto [h, w] = adaptive_pool_axes(op, H, W, out);
+  return avg_pool_backward(op, grad_output, input_size, h, w, false, 0);
+}
+
+std::tuple<at::Tensor, at::Tensor> adaptive_max_pool2d_cpu(const at::Tensor& input, at::IntArrayRef output_size) {
+  constexpr const char* op = "d2l_ext.adaptive_max_pool2d";
+  check_cpu(op, input, "input");
+  check_pool_input(op, input, /*allow_integer=*/false);
+  check_cpu_dtype(op, input, false);
+  const auto [h, w] = adaptive_pool_axes(op, input.size(2), input.size(3), output_size);
+  return max_pool(op, input, h, w);
+}
+
+at::Tensor adaptive_max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& offset,
+                                            at::IntArrayRef input_size) {
+  constexpr const char* op = "d2l_ext._adaptive_max_pool2d_backward";
+  check_cpu(op, grad_output, "grad_output");
+  check_cpu_dtype(op, grad_output, false);
+  const auto [H, W] = backward_input_size(op, input_size);
+  TORCH_CHECK(grad_output.dim() == 4, op, ": grad_output must be (N, C, OH, OW), got ", grad_output.sizes());
+  const int64_t out[2] = {grad_output.size(2), grad_output.size(3)};
+  const auto [h, w] = adaptive_pool_axes(op, H, W, out);
+  return max_pool_backward(op, grad_output, offset, input_size, h, w);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(d2l_ext, CPU, m) {
+  m.impl("max_pool2d", &max_pool2d_cpu);
+  m.impl("_max_pool2d_backward", &max_pool2d_backward_cpu);
+  m.impl("avg_pool2d", &avg_pool2d_cpu);
+  m.impl("_avg_pool2d_backward", &avg_pool2d_backward_cpu);
+  m.impl("adaptive_avg_pool2d", &adaptive_avg_pool2d_cpu);
+  m.impl("_adaptive_avg_pool2d_backward", &adaptive_avg_pool2d_backward_cpu);
+  m.impl("adaptive_max_pool2d", &adaptive_max_pool2d_cpu);
+  m.impl("_adaptive_max_pool2d_backward", &adaptive_max_pool2d_backward_cpu);
+}
+
+}  // namespace d2l_ext
