@@ -148,3 +148,259 @@ if LOADED:
     torch.library.register_fake("d2l_ext::cross_entropy")(_ce_fake)
     torch.library.register_fake("d2l_ext::_cross_entropy_backward")(_ce_backward_fake)
     torch.library.register_autograd("d2l_ext::cross_entropy", _ce_backward, setup_context=_ce_setup_context)
+
+
+# ---------------------------------------------------------------------- pooling
+#
+# The forward ops return what backward needs and nothing more: max pooling its
+# winners as window offsets (uint8 for up to 256 taps), average pooling
+# nothing. Backward ops take the input's (H, W), never the input. Each backward
+# is linear in grad_output, with the forward (average) or a gather at the
+# winners (max) as its adjoint, which gives double backward.
+
+
+def _pool_taps_h_w(kind: str, in_hw, out_hw, kernel) -> tuple[int, int]:
+    """Taps per window row/column in the offset code (csrc/pooling.h PoolAxis::taps)."""
+    if kind == "regular":
+        return kernel[0], kernel[1]
+    return tuple((i + o - 1) // o + 1 if o > 0 else 1 for i, o in zip(in_hw, out_hw))
+
+
+def _offset_dtype(taps: tuple[int, int]) -> torch.dtype:
+    return torch.uint8 if taps[0] * taps[1] <= 256 else torch.int32
+
+
+def _is_channels_last(t: Tensor) -> bool:
+    """The kernels' layout rule (csrc/pooling.h is_channels_last)."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _pool_empty(like: Tensor, shape, dtype: torch.dtype | None = None, channels_last: bool = False) -> Tensor:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return like.new_empty(shape, dtype=dtype or like.dtype).contiguous(memory_format=fmt)
+
+
+def _window_starts(size: int, out: int, kind: str, stride: int, padding: int, device) -> Tensor:
+    """First input position of every window along one axis (may be < 0: padding)."""
+    o = torch.arange(out, device=device)
+    if kind == "regular":
+        return o * stride - padding
+    return (o * size) // out
+
+
+def offsets_to_indices(
+    offset: Tensor, input_hw, kind: str, kernel=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1)
+) -> tuple[Tensor, Tensor]:
+    """torch-style flat indices ``h * W + w`` (int64) of the max-pooling winners
+    that ``offset`` encodes, and a mask that is False where a window read no
+    input (a degenerate dilated window: no winner)."""
+    H, W = input_hw
+    OH, OW = offset.shape[-2:]
+    taps_h, taps_w = _pool_taps_h_w(kind, (H, W), (OH, OW), kernel)
+    code = offset.long()
+    th, tw = code // taps_w, code % taps_w
+    h0 = _window_starts(H, OH, kind, stride[0], padding[0], offset.device).view(-1, 1)
+    w0 = _window_starts(W, OW, kind, stride[1], padding[1], offset.device)
+    rows = h0 + th * dilation[0]
+    cols = w0 + tw * dilation[1]
+    valid = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)
+    return torch.where(valid, rows * W + cols, 0), valid
+
+
+def _gather_at_winners(gg: Tensor, offset: Tensor, input_hw, kind: str, *window) -> Tensor:
+    """The adjoint of max-pooling backward: gg (N, C, H, W) read at each winner."""
+    idx, valid = offsets_to_indices(offset, input_hw, kind, *window)
+    out = gg.flatten(2).gather(2, idx.flatten(2)).view(idx.shape)
+    return torch.where(valid, out, torch.zeros((), dtype=gg.dtype, device=gg.device))
+
+
+# max_pool2d
+
+
+def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    torch._check(input.dim() == 4, lambda: "d2l_ext.max_pool2d: input must be (N, C, H, W)")
+    out = [
+        reference.pool_output_size(
+            input.shape[2 + i], kernel_size[i], padding[i], stride[i], dilation[i], ceil_mode
+        )
+        for i in (0, 1)
+    ]
+    shape = (input.shape[0], input.shape[1], *out)
+    cl = _is_channels_last(input)
+    off_dtype = _offset_dtype(_pool_taps_h_w("regular", None, None, kernel_size))
+    return _pool_empty(input, shape, channels_last=cl), _pool_empty(input, shape, off_dtype, cl)
+
+
+def _max_pool2d_backward_fake(
+    grad_output, offset, input_size, kernel_size, stride, padding, dilation, ceil_mode
+):
+    shape = (*grad_output.shape[:2], *input_size)
+    return _pool_empty(grad_output, shape, channels_last=_is_channels_last(offset))
+
+
+def _max_pool2d_setup(ctx, inputs, output):
+    input, kernel_size, stride, padding, dilation, ceil_mode = inputs
+    _out, offset = output
+    ctx.mark_non_differentiable(offset)
+    ctx.save_for_backward(offset)
+    ctx.args = (tuple(input.shape[2:]), kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def _max_pool2d_backward(ctx, grad_output, _grad_offset):
+    (offset,) = ctx.saved_tensors
+    return (
+        torch.ops.d2l_ext._max_pool2d_backward(grad_output, offset, *ctx.args),
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def _max_pool2d_backward_setup(ctx, inputs, output):
+    _g, offset, input_size, kernel_size, stride, padding, dilation, _ceil = inputs
+    ctx.save_for_backward(offset)
+    ctx.window = (tuple(input_size), kernel_size, stride, padding, dilation)
+
+
+def _max_pool2d_double_backward(ctx, gg):
+    (offset,) = ctx.saved_tensors
+    input_size, *window = ctx.window
+    return (_gather_at_winners(gg, offset, input_size, "regular", *window),) + (None,) * 7
+
+
+# avg_pool2d
+
+
+def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    torch._check(input.dim() == 4, lambda: "d2l_ext.avg_pool2d: input must be (N, C, H, W)")
+    out = [
+        reference.pool_output_size(input.shape[2 + i], kernel_size[i], padding[i], stride[i], 1, ceil_mode)
+        for i in (0, 1)
+    ]
+    return _pool_empty(input, (input.shape[0], input.shape[1], *out), channels_last=_is_channels_last(input))
+
+
+def _avg_pool2d_backward_fake(grad_output, input_size, *_window):
+    shape = (*grad_output.shape[:2], *input_size)
+    return _pool_empty(grad_output, shape, channels_last=_is_channels_last(grad_output))
+
+
+def _avg_pool2d_setup(ctx, inputs, output):
+    input, *window = inputs
+    ctx.args = (tuple(input.shape[2:]), *window)
+
+
+def _avg_pool2d_backward(ctx, grad_output):
+    return (torch.ops.d2l_ext._avg_pool2d_backward(grad_output, *ctx.args),) + (None,) * 6
+
+
+def _avg_pool2d_backward_setup(ctx, inputs, output):
+    ctx.window = inputs[2:]
+
+
+def _avg_pool2d_double_backward(ctx, gg):
+    return (torch.ops.d2l_ext.avg_pool2d(gg, *ctx.window),) + (None,) * 7
+
+
+# adaptive_avg_pool2d
+
+
+def _adaptive_avg_pool2d_fake(input, output_size):
+    torch._check(input.dim() == 4, lambda: "d2l_ext.adaptive_avg_pool2d: input must be (N, C, H, W)")
+    shape = (input.shape[0], input.shape[1], *output_size)
+    return _pool_empty(input, shape, channels_last=_is_channels_last(input))
+
+
+def _adaptive_avg_pool2d_backward_fake(grad_output, input_size):
+    shape = (*grad_output.shape[:2], *input_size)
+    return _pool_empty(grad_output, shape, channels_last=_is_channels_last(grad_output))
+
+
+def _adaptive_avg_pool2d_setup(ctx, inputs, output):
+    ctx.input_size = tuple(inputs[0].shape[2:])
+
+
+def _adaptive_avg_pool2d_backward(ctx, grad_output):
+    return torch.ops.d2l_ext._adaptive_avg_pool2d_backward(grad_output, ctx.input_size), None
+
+
+def _adaptive_avg_pool2d_backward_setup(ctx, inputs, output):
+    ctx.output_size = tuple(inputs[0].shape[2:])
+
+
+def _adaptive_avg_pool2d_double_backward(ctx, gg):
+    return torch.ops.d2l_ext.adaptive_avg_pool2d(gg, ctx.output_size), None
+
+
+# adaptive_max_pool2d
+
+
+def _adaptive_max_pool2d_fake(input, output_size):
+    torch._check(input.dim() == 4, lambda: "d2l_ext.adaptive_max_pool2d: input must be (N, C, H, W)")
+    shape = (input.shape[0], input.shape[1], *output_size)
+    cl = _is_channels_last(input)
+    off_dtype = _offset_dtype(_pool_taps_h_w("adaptive", input.shape[2:], output_size, None))
+    return _pool_empty(input, shape, channels_last=cl), _pool_empty(input, shape, off_dtype, cl)
+
+
+def _adaptive_max_pool2d_backward_fake(grad_output, offset, input_size):
+    shape = (*grad_output.shape[:2], *input_size)
+    return _pool_empty(grad_output, shape, channels_last=_is_channels_last(offset))
+
+
+def _adaptive_max_pool2d_setup(ctx, inputs, output):
+    _out, offset = output
+    ctx.mark_non_differentiable(offset)
+    ctx.save_for_backward(offset)
+    ctx.input_size = tuple(inputs[0].shape[2:])
+
+
+def _adaptive_max_pool2d_backward(ctx, grad_output, _grad_offset):
+    (offset,) = ctx.saved_tensors
+    return torch.ops.d2l_ext._adaptive_max_pool2d_backward(grad_output, offset, ctx.input_size), None
+
+
+def _adaptive_max_pool2d_backward_setup(ctx, inputs, output):
+    _g, offset, input_size = inputs
+    ctx.save_for_backward(offset)
+    ctx.input_size = tuple(input_size)
+
+
+def _adaptive_max_pool2d_double_backward(ctx, gg):
+    (offset,) = ctx.saved_tensors
+    return _gather_at_winners(gg, offset, ctx.input_size, "adaptive"), None, None
+
+
+if LOADED:
+    for _name, _fake in (
+        ("max_pool2d", _max_pool2d_fake),
+        ("_max_pool2d_backward", _max_pool2d_backward_fake),
+        ("avg_pool2d", _avg_pool2d_fake),
+        ("_avg_pool2d_backward", _avg_pool2d_backward_fake),
+        ("adaptive_avg_pool2d", _adaptive_avg_pool2d_fake),
+        ("_adaptive_avg_pool2d_backward", _adaptive_avg_pool2d_backward_fake),
+        ("adaptive_max_pool2d", _adaptive_max_pool2d_fake),
+        ("_adaptive_max_pool2d_backward", _adaptive_max_pool2d_backward_fake),
+    ):
+        torch.library.register_fake(f"d2l_ext::{_name}")(_fake)
+    for _name, _backward, _setup in (
+        ("max_pool2d", _max_pool2d_backward, _max_pool2d_setup),
+        ("_max_pool2d_backward", _max_pool2d_double_backward, _max_pool2d_backward_setup),
+        ("avg_pool2d", _avg_pool2d_backward, _avg_pool2d_setup),
+        ("_avg_pool2d_backward", _avg_pool2d_double_backward, _avg_pool2d_backward_setup),
+        ("adaptive_avg_pool2d", _adaptive_avg_pool2d_backward, _adaptive_avg_pool2d_setup),
+        (
+            "_adaptive_avg_pool2d_backward",
+            _adaptive_avg_pool2d_double_backward,
+            _adaptive_avg_pool2d_backward_setup,
+        ),
+        ("adaptive_max_pool2d", _adaptive_max_pool2d_backward, _adaptive_max_pool2d_setup),
+        (
+            "_adaptive_max_pool2d_backward",
+            _adaptive_max_pool2d_double_backward,
+            _adaptive_max_pool2d_backward_setup,
+        ),
+    ):
+        torch.library.register_autograd(f"d2l_ext::{_name}", _backward, setup_context=_setup)

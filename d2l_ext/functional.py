@@ -13,7 +13,18 @@ from torch.nn import _reduction as _Reduction
 
 from . import _backend, _ops, reference
 
-__all__ = ["cross_entropy"]
+__all__ = [
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "cross_entropy",
+    "max_pool1d",
+    "max_pool2d",
+    "pool2d",
+]
 
 
 def _check_cross_entropy_args(
@@ -145,3 +156,306 @@ def cross_entropy(
             _check_target_range(target, input.shape[1], ignore_index)
         loss = reference.cross_entropy(input, target, weight, reduction, ignore_index, label_smoothing)
     return loss.squeeze(0) if unbatched and reduction == "none" else loss
+
+
+# ---------------------------------------------------------------------- pooling
+
+
+def _tuple(name: str, value, n: int, op: str) -> tuple[int, ...]:
+    """An int or a sequence of n ints, as torch's pooling arguments accept them."""
+    if isinstance(value, bool) or not isinstance(value, (int, tuple, list, torch.SymInt)):
+        raise TypeError(f"{op}(): argument '{name}' must be tuple of ints, not {type(value).__name__}")
+    if isinstance(value, (int, torch.SymInt)):
+        return (value,) * n
+    if len(value) == 1:
+        return (value[0],) * n
+    if len(value) != n:
+        raise RuntimeError(f"{op}: {name} must either be a single int, or a tuple of {n} ints")
+    return tuple(value)
+
+
+def _pool_input(op: str, input: Tensor, dims: int) -> tuple[Tensor, bool]:
+    """(N, C, H, W) view of a pooling input with ``dims`` spatial dims, and whether it was unbatched."""
+    if input.dim() not in (dims + 1, dims + 2):
+        raise RuntimeError(
+            f"{op}: Expected {dims + 1}D or {dims + 2}D (batch mode) tensor with optional 0 dim batch size "
+            f"for input, but got: {list(input.shape)}"
+        )
+    if any(s == 0 for s in input.shape[-dims - 1 :]):
+        raise RuntimeError(
+            f"{op}: Expected input to have non-zero size for non-batch dimensions, but input has sizes "
+            f"{list(input.shape)}"
+        )
+    unbatched = input.dim() == dims + 1
+    x = input.unsqueeze(0) if unbatched else input
+    if dims == 1:
+        x = x.unsqueeze(2)  # (N, C, 1, L)
+    return x, unbatched
+
+
+def _pool_output(t: Tensor, unbatched: bool, dims: int) -> Tensor:
+    if dims == 1:
+        t = t.squeeze(2)
+    return t.squeeze(0) if unbatched else t
+
+
+def _check_pool_window(
+    op, x: Tensor, kernel, stride, padding, dilation, ceil_mode: bool, is_max: bool
+) -> None:
+    """Raise what torch raises for a bad window (checked per spatial axis)."""
+    if any(k <= 0 for k in kernel):
+        raise RuntimeError(f"{op}: kernel size should be greater than zero, but got {tuple(kernel)}")
+    if any(s <= 0 for s in stride):
+        raise RuntimeError(
+            "stride should not be zero"
+            if any(s == 0 for s in stride)
+            else f"{op}: stride should be greater than zero, but got {tuple(stride)}"
+        )
+    if any(d <= 0 for d in dilation):
+        raise RuntimeError(f"dilation should be greater than zero, but got dilation {tuple(dilation)}")
+    if any(p < 0 for p in padding):
+        raise RuntimeError(f"pad must be non-negative, but got pad: {tuple(padding)}")
+    for k, p, d in zip(kernel, padding, dilation):
+        if p > ((k - 1) * d + 1) // 2 if is_max else p > k // 2:
+            raise RuntimeError(
+                f"pad should be at most half of effective kernel size, but got pad={p}, kernel_size={k} "
+                f"and dilation={d}"
+            )
+    sizes = x.shape[2:]
+    out = [
+        reference.pool_output_size(sizes[i], kernel[i], padding[i], stride[i], dilation[i], ceil_mode)
+        for i in range(2)
+    ]
+    if any(o < 1 for o in out):
+        raise RuntimeError(
+            f"Given input size: ({x.shape[1]}x{sizes[0]}x{sizes[1]}). Calculated output size: "
+            f"({x.shape[1]}x{out[0]}x{out[1]}). Output size is too small"
+        )
+
+
+def _native_pool(x: Tensor, integer_ok: bool) -> bool:
+    """Whether the native kernels take x: floating point everywhere; integers only
+    where ``integer_ok`` and on CPU (the CUDA kernels are floating point only)."""
+    if not _backend.native_for(x):
+        return False
+    return x.is_floating_point() or (integer_ok and x.device.type in ("cpu", "meta"))
+
+
+def _cpu_float(x: Tensor) -> Tensor:
+    """The CPU kernels run float32/float64: float16/bfloat16 go through float32."""
+    if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
+        return x.float()
+    return x
+
+
+def _max_pool(
+    op: str, input: Tensor, dims: int, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+):
+    x, unbatched = _pool_input(op, input, dims)
+    k = _tuple("kernel_size", kernel_size, dims, op)
+    s = (
+        k
+        if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0)
+        else _tuple("stride", stride, dims, op)
+    )
+    p = _tuple("padding", padding, dims, op)
+    d = _tuple("dilation", dilation, dims, op)
+    if dims == 1:
+        k, s, p, d = (1, *k), (1, *s), (0, *p), (1, *d)
+    _check_pool_window(op, x, k, s, p, d, ceil_mode, is_max=True)
+    if _native_pool(x, integer_ok=True):
+        out, offset = torch.ops.d2l_ext.max_pool2d(_cpu_float(x), k, s, p, d, ceil_mode)
+        out = out.to(x.dtype)
+        indices = (
+            _ops.offsets_to_indices(offset, x.shape[2:], "regular", k, s, p, d)[0] if return_indices else None
+        )
+    else:
+        out, indices = reference.max_pool2d(x, k, s, p, d, ceil_mode)
+    out = _pool_output(out, unbatched, dims)
+    if not return_indices:
+        return out
+    return out, _pool_output(indices, unbatched, dims)
+
+
+def max_pool2d(
+    input: Tensor,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
+
+    Shapes:
+        input: (N, C, H, W) or unbatched (C, H, W); contiguous or channels-last
+            (the output keeps the layout).
+        returns: (N, C, OH, OW) (or (C, OH, OW)), with
+            ``OH = floor((H + 2 padding - dilation (kernel - 1) - 1) / stride) + 1``
+            (ceil with ``ceil_mode``); with ``return_indices`` also int64 indices
+            ``h * W + w`` of each maximum, shaped like the output.
+
+    The native kernel saves for backward a one-byte window offset per output
+    (int32 for windows over 256 taps), not an int64 index.
+    """
+    return _max_pool(
+        "max_pool2d", input, 2, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+    )
+
+
+def max_pool1d(
+    input: Tensor,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """1-D max pooling, as ``torch.nn.functional.max_pool1d``: input (N, C, L) or
+    (C, L) -> (N, C, L_out) (indices into L). TextCNN's max-over-time pooling is
+    ``max_pool1d(x, x.shape[-1])``. Runs the 2-D kernel with H = 1."""
+    return _max_pool(
+        "max_pool1d", input, 1, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+    )
+
+
+def _avg_pool(op, input, dims, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    x, unbatched = _pool_input(op, input, dims)
+    k = _tuple("kernel_size", kernel_size, dims, op)
+    s = (
+        k
+        if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0)
+        else _tuple("stride", stride, dims, op)
+    )
+    p = _tuple("padding", padding, dims, op)
+    if dims == 1:
+        k, s, p = (1, *k), (1, *s), (0, *p)
+    if divisor_override is not None and divisor_override == 0:
+        raise RuntimeError("divisor must be not zero")
+    if not x.is_floating_point() and x.dtype != torch.long:
+        raise NotImplementedError(f"\"{op}\" not implemented for '{x.dtype}'")
+    _check_pool_window(op, x, k, s, p, (1, 1), ceil_mode, is_max=False)
+    if _native_pool(x, integer_ok=True):
+        out = torch.ops.d2l_ext.avg_pool2d(
+            _cpu_float(x), k, s, p, ceil_mode, count_include_pad, divisor_override
+        )
+        out = out.to(x.dtype)
+    else:
+        out = reference.avg_pool2d(x, k, s, p, ceil_mode, count_include_pad, divisor_override)
+    return _pool_output(out, unbatched, dims)
+
+
+def avg_pool2d(
+    input: Tensor,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> Tensor:
+    """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
+
+    Shapes: input (N, C, H, W) or (C, H, W) -> (N, C, OH, OW) (or (C, OH, OW)),
+    output sizes as :func:`max_pool2d` with dilation 1. Each output is its
+    window's sum over ``divisor_override`` or the window size (counting zero
+    padding when ``count_include_pad``). int64 input averages with truncating
+    division, as torch's.
+    """
+    return _avg_pool(
+        "avg_pool2d", input, 2, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+    )
+
+
+def avg_pool1d(
+    input: Tensor,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> Tensor:
+    """1-D average pooling, as ``torch.nn.functional.avg_pool1d``: input (N, C, L)
+    or (C, L) -> (N, C, L_out). Runs the 2-D kernel with H = 1."""
+    return _avg_pool("avg_pool1d", input, 1, kernel_size, stride, padding, ceil_mode, count_include_pad, None)
+
+
+def _adaptive_size(op: str, output_size, x: Tensor, dims: int) -> tuple[int, int]:
+    sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * dims
+    if len(sizes) != dims:
+        raise RuntimeError(f"{op}: output_size must be {dims}")
+    sizes = tuple(x.shape[-dims + i] if v is None else v for i, v in enumerate(sizes))
+    if any(v < 0 for v in sizes):
+        raise RuntimeError(
+            f"{op}: elements of output_size must be greater than or equal to 0 but received {sizes}"
+        )
+    return (1, *sizes) if dims == 1 else sizes
+
+
+def _adaptive(op: str, input: Tensor, output_size, dims: int, is_max: bool, return_indices: bool = False):
+    x, unbatched = _pool_input(op, input, dims)
+    size = _adaptive_size(op, output_size, x, dims)
+    if not x.is_floating_point():
+        raise NotImplementedError(f"\"{op}\" not implemented for '{x.dtype}'")
+    indices = None
+    if _native_pool(x, integer_ok=False):
+        if is_max:
+            out, offset = torch.ops.d2l_ext.adaptive_max_pool2d(_cpu_float(x), size)
+            if return_indices:
+                indices = _ops.offsets_to_indices(offset, x.shape[2:], "adaptive")[0]
+        else:
+            out = torch.ops.d2l_ext.adaptive_avg_pool2d(_cpu_float(x), size)
+        out = out.to(x.dtype)
+    elif is_max:
+        out, indices = reference.adaptive_max_pool2d(x, size)
+    else:
+        out = reference.adaptive_avg_pool2d(x, size)
+    out = _pool_output(out, unbatched, dims)
+    if not return_indices:
+        return out
+    return out, _pool_output(indices, unbatched, dims)
+
+
+def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
+    """Adaptive 2-D average pooling, as ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    Shapes: input (N, C, H, W) or (C, H, W) -> (N, C, OH, OW) with
+    ``(OH, OW) = output_size`` (an int, or a pair where None keeps that input
+    size). Output (i, j) averages rows [floor(i H / OH), ceil((i + 1) H / OH))
+    and the matching columns; ``output_size=1`` is global average pooling.
+    """
+    return _adaptive("adaptive_avg_pool2d", input, output_size, 2, is_max=False)
+
+
+def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False):
+    """Adaptive 2-D max pooling, as ``torch.nn.functional.adaptive_max_pool2d``:
+    windows as :func:`adaptive_avg_pool2d`, indices as :func:`max_pool2d`."""
+    return _adaptive("adaptive_max_pool2d", input, output_size, 2, is_max=True, return_indices=return_indices)
+
+
+def adaptive_avg_pool1d(input: Tensor, output_size) -> Tensor:
+    """Adaptive 1-D average pooling, as ``torch.nn.functional.adaptive_avg_pool1d``:
+    input (N, C, L) or (C, L) -> (N, C, output_size)."""
+    return _adaptive("adaptive_avg_pool1d", input, output_size, 1, is_max=False)
+
+
+def adaptive_max_pool1d(input: Tensor, output_size, return_indices: bool = False):
+    """Adaptive 1-D max pooling, as ``torch.nn.functional.adaptive_max_pool1d``."""
+    return _adaptive("adaptive_max_pool1d", input, output_size, 1, is_max=True, return_indices=return_indices)
+
+
+def pool2d(X: Tensor, pool_size, mode: str = "max") -> Tensor:
+    """The book's ``pool2d`` (section 7.5) on the native kernels: 2-D ``X`` (h, w),
+    a ``pool_size`` window with stride 1 and no padding, ``mode`` "max" or "avg";
+    returns (h - p_h + 1, w - p_w + 1). :func:`d2l_ext.reference.pool2d` is the
+    book's loop version."""
+    if X.dim() != 2:
+        raise ValueError(f"pool2d: X must be 2-D (h, w), got shape {list(X.shape)}")
+    k = _tuple("pool_size", pool_size, 2, "pool2d")
+    if mode == "max":
+        return max_pool2d(X[None, None], k, 1).squeeze(0).squeeze(0)
+    if mode == "avg":
+        return avg_pool2d(X[None, None], k, 1).squeeze(0).squeeze(0)
+    raise ValueError(f"pool2d: mode must be 'max' or 'avg', got {mode!r}")

@@ -17,7 +17,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["cross_entropy", "cross_entropy_book", "log_softmax"]
+__all__ = [
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+    "avg_pool2d",
+    "cross_entropy",
+    "cross_entropy_book",
+    "log_softmax",
+    "max_pool2d",
+    "pool2d",
+    "pool_output_size",
+]
 
 
 def log_softmax(x: Tensor, dim: int = 1) -> Tensor:
@@ -110,3 +120,174 @@ def cross_entropy(
     safe_total = torch.where(total != 0, total, torch.ones_like(total))
     nan_if_empty = (0.0 * total.detach()) / total.detach()
     return per_example.sum() / safe_total + nan_if_empty
+
+
+# ------------------------------------------------------------------- pooling
+
+
+def pool2d(X: Tensor, pool_size: tuple[int, int], mode: str = "max") -> Tensor:
+    """The book's section 7.5 pooling: a window of ``pool_size`` slides over the
+    2-D ``X`` (h, w) with stride 1 and no padding; each output is the window's
+    max (``mode="max"``) or mean (``"avg"``). Returns (h - p_h + 1, w - p_w + 1).
+
+    Plain loops, exactly as the book writes them: the maths, not the speed.
+    """
+    p_h, p_w = pool_size
+    Y = torch.zeros((X.shape[0] - p_h + 1, X.shape[1] - p_w + 1), dtype=X.dtype, device=X.device)
+    for i in range(Y.shape[0]):
+        for j in range(Y.shape[1]):
+            if mode == "max":
+                Y[i, j] = X[i : i + p_h, j : j + p_w].max()
+            elif mode == "avg":
+                Y[i, j] = X[i : i + p_h, j : j + p_w].mean()
+    return Y
+
+
+def pool_output_size(
+    size: int, kernel: int, padding: int, stride: int, dilation: int, ceil_mode: bool
+) -> int:
+    """Outputs along one axis: how many windows of ``dilation * (kernel - 1) + 1``
+    input elements fit, ``stride`` apart, in the padded input. With ``ceil_mode``
+    a last partial window counts too, if it starts inside the input or its left
+    padding (torch's rule)."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
+    out = span // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _windows(
+    x: Tensor,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    ceil_mode: bool,
+    fill: float | int,
+) -> Tensor:
+    """Every pooling window of x (N, C, H, W) as (N, C, OH, OW, kH * kW): pad
+    with ``fill`` (left/top by ``padding``, right/bottom as far as the last
+    window reaches), cut strided windows with ``unfold``, keep every
+    ``dilation``-th element."""
+    out = [
+        pool_output_size(x.shape[2 + i], kernel[i], padding[i], stride[i], dilation[i], ceil_mode)
+        for i in (0, 1)
+    ]
+    extent = [(out[i] - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1 for i in (0, 1)]
+    after = [extent[i] - padding[i] - x.shape[2 + i] for i in (0, 1)]  # may be < 0: crop
+    xp = torch.nn.functional.pad(x, (padding[1], after[1], padding[0], after[0]), value=fill)
+    spans = [dilation[i] * (kernel[i] - 1) + 1 for i in (0, 1)]
+    w = xp.unfold(2, spans[0], stride[0]).unfold(3, spans[1], stride[1])
+    w = w[..., :: dilation[0], :: dilation[1]]
+    return w.reshape(*w.shape[:4], kernel[0] * kernel[1])
+
+
+def _lowest(dtype: torch.dtype) -> float | int:
+    return float("-inf") if dtype.is_floating_point else torch.iinfo(dtype).min
+
+
+def max_pool2d(
+    x: Tensor,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    ceil_mode: bool,
+) -> tuple[Tensor, Tensor]:
+    """Max pooling of x (N, C, H, W): (output (N, C, OH, OW), indices (N, C, OH, OW)).
+
+    Each output is its window's largest element (padding never wins: it is
+    -inf); ``indices`` says where it came from as ``h * W + w`` in its input
+    plane, the first maximum in row-major window order (the element the
+    gradient flows to).
+    """
+    H, W = x.shape[2:]
+    win = _windows(x, kernel, stride, padding, dilation, ceil_mode, _lowest(x.dtype))
+    tap = win.argmax(dim=-1, keepdim=True)  # first maximum (NaN counts as maximal)
+    out = win.gather(-1, tap).squeeze(-1)
+    OH, OW = out.shape[2:]
+    tap = tap.squeeze(-1)
+    rows = (
+        torch.arange(OH, device=x.device).view(-1, 1) * stride[0]
+        - padding[0]
+        + (tap // kernel[1]) * dilation[0]
+    )
+    cols = torch.arange(OW, device=x.device) * stride[1] - padding[1] + (tap % kernel[1]) * dilation[1]
+    return out, rows * W + cols
+
+
+def avg_pool2d(
+    x: Tensor,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    ceil_mode: bool,
+    count_include_pad: bool,
+    divisor_override: int | None,
+) -> Tensor:
+    """Average pooling of x (N, C, H, W) -> (N, C, OH, OW): window sum / divisor.
+
+    The divisor is ``divisor_override`` if given, else the window's size, where
+    ``count_include_pad`` counts the zero padding (but not the part of a
+    ceil-mode window beyond it) and otherwise only the elements read.
+    """
+    win = _windows(x, kernel, stride, padding, (1, 1), ceil_mode, 0)
+    total = win.sum(-1)
+    if divisor_override is not None:
+        div = torch.tensor(divisor_override, device=x.device)
+    else:
+        counts = []
+        for i, n in enumerate(total.shape[2:]):
+            start = torch.arange(n, device=x.device) * stride[i] - padding[i]
+            size = x.shape[2 + i]
+            if count_include_pad:
+                counts.append((start + kernel[i]).clamp(max=size + padding[i]) - start)
+            else:
+                counts.append((start + kernel[i]).clamp(max=size) - start.clamp(min=0))
+        div = counts[0].view(-1, 1) * counts[1]
+    if not x.dtype.is_floating_point:
+        return torch.div(total, div, rounding_mode="trunc").to(x.dtype)  # as C++ integer division
+    return (total / div).to(x.dtype)
+
+
+def _adaptive_bounds(size: int, out: int) -> list[tuple[int, int]]:
+    """Window [start, end) of each of ``out`` adaptive outputs over ``size``
+    inputs: start = floor(i * size / out), end = ceil((i + 1) * size / out)."""
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+def adaptive_avg_pool2d(x: Tensor, output_size: tuple[int, int]) -> Tensor:
+    """Adaptive average pooling of x (N, C, H, W) -> (N, C, *output_size): output
+    (i, j) is the mean of the (possibly overlapping) window rows
+    [floor(i H / OH), ceil((i + 1) H / OH)) and columns likewise."""
+    rows = _adaptive_bounds(x.shape[2], output_size[0])
+    cols = _adaptive_bounds(x.shape[3], output_size[1])
+    out = x.new_empty(*x.shape[:2], len(rows), len(cols))
+    if out.numel() == 0:
+        return out
+    return torch.stack(
+        [torch.stack([x[:, :, r0:r1, c0:c1].mean(dim=(2, 3)) for c0, c1 in cols], -1) for r0, r1 in rows], -2
+    )
+
+
+def adaptive_max_pool2d(x: Tensor, output_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Adaptive max pooling of x (N, C, H, W): (output, indices), each
+    (N, C, *output_size), windows as :func:`adaptive_avg_pool2d`, indices as
+    :func:`max_pool2d` (``h * W + w``, first maximum)."""
+    W = x.shape[3]
+    rows = _adaptive_bounds(x.shape[2], output_size[0])
+    cols = _adaptive_bounds(W, output_size[1])
+    if not rows or not cols or x.shape[0] == 0:
+        empty = x.new_empty(*x.shape[:2], len(rows), len(cols))
+        return empty, empty.long()
+    outs, idxs = [], []
+    for r0, r1 in rows:
+        for c0, c1 in cols:
+            win = x[:, :, r0:r1, c0:c1].flatten(2)
+            tap = win.argmax(-1, keepdim=True)
+            outs.append(win.gather(-1, tap).squeeze(-1))
+            width = c1 - c0
+            idxs.append(((r0 + tap // width) * W + c0 + tap % width).squeeze(-1))
+    shape = (*x.shape[:2], len(rows), len(cols))
+    return torch.stack(outs, -1).view(shape), torch.stack(idxs, -1).view(shape)
