@@ -10,6 +10,8 @@
 //   * channels-last (N, H, W, C): the channel loop is innermost and
 //     contiguous, so the compiler vectorises it; forward tasks own output
 //     rows, backward tasks own (image, channel block) slabs.
+// Argument checks, layouts and allocation are shared with the CUDA backend
+// (csrc/pooling_ops.h); this file holds the kernels.
 // Max pooling stores the winner as a small window offset (uint8 for up to 256
 // taps) rather than an int64 index: 1/8 of torch's index memory.
 #include <ATen/ATen.h>
@@ -23,7 +25,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "../pooling.h"
+#include "../pooling_ops.h"
 #include "memory.h"
 #include "vec_avx2.h"
 
@@ -460,241 +462,87 @@ void avg_backward_nhwc(const Geometry& g, const T* gy, T* gx, int64_t divisor_ov
 
 // ------------------------------------------------------------------ host side
 
-at::MemoryFormat layout_of(bool channels_last) {
-  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-}
-
-std::tuple<at::Tensor, at::Tensor> max_pool(const char* op, const at::Tensor& input_, const PoolAxis& h,
-                                            const PoolAxis& w) {
-  const bool cl = is_channels_last(input_);
-  const at::Tensor input = input_.contiguous(layout_of(cl));
-  const Geometry g(input.size(0), input.size(1), h, w);
-  const bool small = offsets_fit_uint8(h, w);
-  const auto fmt = layout_of(cl);
-  at::Tensor out = at::empty({g.N, g.C, h.out, w.out}, input.options().memory_format(fmt));
-  at::Tensor off = at::empty({g.N, g.C, h.out, w.out},
-                             input.options().dtype(small ? at::kByte : at::kInt).memory_format(fmt));
-  if (out.numel() == 0) return {out, off};
-  AT_DISPATCH_ALL_TYPES(input.scalar_type(), "d2l_ext_max_pool2d_cpu", [&] {
-    auto run = [&](auto* off_ptr) {
-      using Off = std::remove_pointer_t<decltype(off_ptr)>;
-      if (cl) {
-        max_forward_nhwc<scalar_t, Off>(g, input.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), off_ptr);
-      } else {
-        max_forward_nchw<scalar_t, Off>(g, input.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), off_ptr);
-      }
-    };
-    if (small) {
-      run(off.data_ptr<uint8_t>());
-    } else {
-      run(off.data_ptr<int32_t>());
-    }
-  });
-  return {out, off};
-}
-
-at::Tensor max_pool_backward(const char* op, const at::Tensor& grad_output_, const at::Tensor& offset_,
-                             at::IntArrayRef input_size, const PoolAxis& h, const PoolAxis& w) {
-  check_pool_backward(op, grad_output_, input_size, h, w);
-  TORCH_CHECK(offset_.sizes() == grad_output_.sizes(), op, ": offset ", offset_.sizes(),
-              " must have grad_output's shape ", grad_output_.sizes());
-  const bool small = offsets_fit_uint8(h, w);
-  TORCH_CHECK(offset_.scalar_type() == (small ? at::kByte : at::kInt), op, ": offset must be ",
-              small ? "uint8" : "int32", " for this window (as the forward returns it), got ",
-              offset_.scalar_type());
-  TORCH_CHECK(offset_.device() == grad_output_.device(), op, ": offset is on ", offset_.device(),
-              " but grad_output is on ", grad_output_.device());
-  // The gradient takes the input's layout, which the forward gave the offsets.
-  const bool cl = is_channels_last(offset_);
-  const auto fmt = layout_of(cl);
-  const at::Tensor gy = grad_output_.contiguous(fmt);
-  const at::Tensor off = offset_.contiguous(fmt);
-  const Geometry g(gy.size(0), gy.size(1), h, w);
-  at::Tensor gx = at::empty({g.N, g.C, h.in, w.in}, gy.options().memory_format(fmt));
-  if (gx.numel() == 0) return gx;
-  cpu::advise_huge_pages(gx.data_ptr(), gx.nbytes());
-  if (gy.numel() == 0) return gx.zero_();
-  AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "d2l_ext_max_pool2d_backward_cpu", [&] {
-    auto run = [&](const auto* off_ptr) {
-      using Off = std::remove_const_t<std::remove_pointer_t<decltype(off_ptr)>>;
-      if (cl) {
-        max_backward_nhwc<scalar_t, Off>(g, gy.const_data_ptr<scalar_t>(), off_ptr, gx.data_ptr<scalar_t>());
-      } else {
-        max_backward_nchw<scalar_t, Off>(g, gy.const_data_ptr<scalar_t>(), off_ptr, gx.data_ptr<scalar_t>());
-      }
-    };
-    if (small) {
-      run(off.const_data_ptr<uint8_t>());
-    } else {
-      run(off.const_data_ptr<int32_t>());
-    }
-  });
-  return gx;
-}
-
-at::Tensor avg_pool(const at::Tensor& input_, const PoolAxis& h, const PoolAxis& w, bool include_pad,
-                    int64_t divisor_override) {
-  const bool cl = is_channels_last(input_);
-  const at::Tensor input = input_.contiguous(layout_of(cl));
-  const Geometry g(input.size(0), input.size(1), h, w, include_pad);
-  at::Tensor out = at::empty({g.N, g.C, h.out, w.out}, input.options().memory_format(layout_of(cl)));
-  if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kLong, input.scalar_type(), "d2l_ext_avg_pool2d_cpu", [&] {
-    if (cl) {
-      avg_forward_nhwc<scalar_t>(g, input.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), divisor_override);
-    } else {
-      avg_forward_nchw<scalar_t>(g, input.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), divisor_override);
-    }
-  });
-  return out;
-}
-
-at::Tensor avg_pool_backward(const char* op, const at::Tensor& grad_output_, at::IntArrayRef input_size,
-                             const PoolAxis& h, const PoolAxis& w, bool include_pad, int64_t divisor_override) {
-  check_pool_backward(op, grad_output_, input_size, h, w);
-  const bool cl = is_channels_last(grad_output_);
-  const auto fmt = layout_of(cl);
-  const at::Tensor gy = grad_output_.contiguous(fmt);
-  const Geometry g(gy.size(0), gy.size(1), h, w, include_pad);
-  at::Tensor gx = at::empty({g.N, g.C, h.in, w.in}, gy.options().memory_format(fmt));
-  if (gx.numel() == 0) return gx;
-  cpu::advise_huge_pages(gx.data_ptr(), gx.nbytes());
-  if (gy.numel() == 0) return gx.zero_();
-  AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "d2l_ext_avg_pool2d_backward_cpu", [&] {
-    if (cl) {
-      avg_backward_nhwc<scalar_t>(g, gy.const_data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(), divisor_override);
-    } else {
-      avg_backward_nchw<scalar_t>(g, gy.const_data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(), divisor_override);
-    }
-  });
-  return gx;
-}
-
-void check_cpu(const char* op, const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), op, " (CPU kernel): ", name, " must be a CPU tensor, got ", t.device());
-}
-
-// The CPU kernels run float32, float64 (and integers where torch's do);
+// The CPU kernels run float32, float64 and, where torch's do, integers;
 // d2l_ext.functional computes float16/bfloat16 on CPU in float32.
-void check_cpu_dtype(const char* op, const at::Tensor& t, bool allow_integer) {
-  const auto s = t.scalar_type();
-  TORCH_CHECK(s == at::kFloat || s == at::kDouble || (allow_integer && at::isIntegralType(s, false)), op,
-              " (CPU kernel): supports float32 and float64", allow_integer ? " (and integer)" : "",
-              " tensors, got ", s);
-}
+struct CpuPool {
+  static void check(const char* op, const at::Tensor& t, const char* name, PoolKind kind) {
+    TORCH_CHECK(t.device().is_cpu(), op, " (CPU kernel): ", name, " must be a CPU tensor, got ", t.device());
+    const auto s = t.scalar_type();
+    const bool ok = s == at::kFloat || s == at::kDouble ||
+                    (kind == PoolKind::MaxForward && at::isIntegralType(s, /*includeBool=*/false)) ||
+                    (kind == PoolKind::AvgForward && s == at::kLong);
+    TORCH_CHECK(ok, op, " (CPU kernel): ", name, " must be float32 or float64",
+                kind == PoolKind::MaxForward ? " (or an integer type)" : kind == PoolKind::AvgForward ? " (or int64)" : "",
+                ", got ", s);
+  }
 
-std::pair<int64_t, int64_t> backward_input_size(const char* op, at::IntArrayRef input_size) {
-  TORCH_CHECK(input_size.size() == 2 && input_size[0] > 0 && input_size[1] > 0, op,
-              ": input_size must be the input's (H, W), both > 0, got ", input_size);
-  return {input_size[0], input_size[1]};
-}
+  static void max_forward(const PoolArgs& a, const at::Tensor& x, at::Tensor& y, at::Tensor& off) {
+    const Geometry g(a.N, a.C, a.h, a.w);
+    AT_DISPATCH_ALL_TYPES(x.scalar_type(), "d2l_ext_max_pool2d_cpu", [&] {
+      auto run = [&](auto* o) {
+        using Off = std::remove_pointer_t<decltype(o)>;
+        if (a.channels_last) {
+          max_forward_nhwc<scalar_t, Off>(g, x.const_data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), o);
+        } else {
+          max_forward_nchw<scalar_t, Off>(g, x.const_data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), o);
+        }
+      };
+      if (a.offset_u8) {
+        run(off.data_ptr<uint8_t>());
+      } else {
+        run(off.data_ptr<int32_t>());
+      }
+    });
+  }
 
-// ------------------------------------------------------------------ the ops
+  static void max_backward(const PoolArgs& a, const at::Tensor& gy, const at::Tensor& off, at::Tensor& gx) {
+    const Geometry g(a.N, a.C, a.h, a.w);
+    cpu::advise_huge_pages(gx.data_ptr(), gx.nbytes());
+    AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "d2l_ext_max_pool2d_backward_cpu", [&] {
+      auto run = [&](const auto* o) {
+        using Off = std::remove_const_t<std::remove_pointer_t<decltype(o)>>;
+        if (a.channels_last) {
+          max_backward_nhwc<scalar_t, Off>(g, gy.const_data_ptr<scalar_t>(), o, gx.data_ptr<scalar_t>());
+        } else {
+          max_backward_nchw<scalar_t, Off>(g, gy.const_data_ptr<scalar_t>(), o, gx.data_ptr<scalar_t>());
+        }
+      };
+      if (a.offset_u8) {
+        run(off.const_data_ptr<uint8_t>());
+      } else {
+        run(off.const_data_ptr<int32_t>());
+      }
+    });
+  }
 
-std::tuple<at::Tensor, at::Tensor> max_pool2d_cpu(const at::Tensor& input, at::IntArrayRef kernel_size,
-                                                  at::IntArrayRef stride, at::IntArrayRef padding,
-                                                  at::IntArrayRef dilation, bool ceil_mode) {
-  constexpr const char* op = "d2l_ext.max_pool2d";
-  check_cpu(op, input, "input");
-  check_pool_input(op, input, /*allow_integer=*/true);
-  check_cpu_dtype(op, input, true);
-  const auto [h, w] =
-      regular_pool_axes(op, input.size(2), input.size(3), kernel_size, stride, padding, dilation, ceil_mode, true);
-  return max_pool(op, input, h, w);
-}
+  static void avg_forward(const PoolArgs& a, const at::Tensor& x, at::Tensor& y) {
+    const Geometry g(a.N, a.C, a.h, a.w, a.include_pad);
+    AT_DISPATCH_FLOATING_TYPES_AND(at::kLong, x.scalar_type(), "d2l_ext_avg_pool2d_cpu", [&] {
+      if (a.channels_last) {
+        avg_forward_nhwc<scalar_t>(g, x.const_data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), a.divisor_override);
+      } else {
+        avg_forward_nchw<scalar_t>(g, x.const_data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), a.divisor_override);
+      }
+    });
+  }
 
-at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& offset,
-                                   at::IntArrayRef input_size, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                                   at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
-  constexpr const char* op = "d2l_ext._max_pool2d_backward";
-  check_cpu(op, grad_output, "grad_output");
-  check_cpu_dtype(op, grad_output, false);
-  const auto [H, W] = backward_input_size(op, input_size);
-  const auto [h, w] = regular_pool_axes(op, H, W, kernel_size, stride, padding, dilation, ceil_mode, true);
-  return max_pool_backward(op, grad_output, offset, input_size, h, w);
-}
-
-at::Tensor avg_pool2d_cpu(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                          at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
-                          std::optional<int64_t> divisor_override) {
-  constexpr const char* op = "d2l_ext.avg_pool2d";
-  check_cpu(op, input, "input");
-  check_pool_input(op, input, /*allow_integer=*/true);
-  TORCH_CHECK(at::isFloatingType(input.scalar_type()) || input.scalar_type() == at::kLong, op,
-              " (CPU kernel): supports float32, float64 and int64 tensors, got ", input.scalar_type());
-  check_cpu_dtype(op, input, true);
-  TORCH_CHECK(!divisor_override.has_value() || *divisor_override != 0, op, ": divisor must be not zero");
-  const int64_t one[2] = {1, 1};
-  const auto [h, w] = regular_pool_axes(op, input.size(2), input.size(3), kernel_size, stride, padding, one,
-                                        ceil_mode, false);
-  return avg_pool(input, h, w, count_include_pad, divisor_override.value_or(0));
-}
-
-at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, at::IntArrayRef input_size,
-                                   at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
-                                   bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor_override) {
-  constexpr const char* op = "d2l_ext._avg_pool2d_backward";
-  check_cpu(op, grad_output, "grad_output");
-  check_cpu_dtype(op, grad_output, false);
-  TORCH_CHECK(!divisor_override.has_value() || *divisor_override != 0, op, ": divisor must be not zero");
-  const auto [H, W] = backward_input_size(op, input_size);
-  const int64_t one[2] = {1, 1};
-  const auto [h, w] = regular_pool_axes(op, H, W, kernel_size, stride, padding, one, ceil_mode, false);
-  return avg_pool_backward(op, grad_output, input_size, h, w, count_include_pad, divisor_override.value_or(0));
-}
-
-at::Tensor adaptive_avg_pool2d_cpu(const at::Tensor& input, at::IntArrayRef output_size) {
-  constexpr const char* op = "d2l_ext.adaptive_avg_pool2d";
-  check_cpu(op, input, "input");
-  check_pool_input(op, input, /*allow_integer=*/false);
-  check_cpu_dtype(op, input, false);
-  const auto [h, w] = adaptive_pool_axes(op, input.size(2), input.size(3), output_size);
-  return avg_pool(input, h, w, false, 0);
-}
-
-at::Tensor adaptive_avg_pool2d_backward_cpu(const at::Tensor& grad_output, at::IntArrayRef input_size) {
-  constexpr const char* op = "d2l_ext._adaptive_avg_pool2d_backward";
-  check_cpu(op, grad_output, "grad_output");
-  check_cpu_dtype(op, grad_output, false);
-  const auto [H, W] = backward_input_size(op, input_size);
-  TORCH_CHECK(grad_output.dim() == 4, op, ": grad_output must be (N, C, OH, OW), got ", grad_output.sizes());
-  const int64_t out[2] = {grad_output.size(2), grad_output.size(3)};
-  const auto [h, w] = adaptive_pool_axes(op, H, W, out);
-  return avg_pool_backward(op, grad_output, input_size, h, w, false, 0);
-}
-
-std::tuple<at::Tensor, at::Tensor> adaptive_max_pool2d_cpu(const at::Tensor& input, at::IntArrayRef output_size) {
-  constexpr const char* op = "d2l_ext.adaptive_max_pool2d";
-  check_cpu(op, input, "input");
-  check_pool_input(op, input, /*allow_integer=*/false);
-  check_cpu_dtype(op, input, false);
-  const auto [h, w] = adaptive_pool_axes(op, input.size(2), input.size(3), output_size);
-  return max_pool(op, input, h, w);
-}
-
-at::Tensor adaptive_max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& offset,
-                                            at::IntArrayRef input_size) {
-  constexpr const char* op = "d2l_ext._adaptive_max_pool2d_backward";
-  check_cpu(op, grad_output, "grad_output");
-  check_cpu_dtype(op, grad_output, false);
-  const auto [H, W] = backward_input_size(op, input_size);
-  TORCH_CHECK(grad_output.dim() == 4, op, ": grad_output must be (N, C, OH, OW), got ", grad_output.sizes());
-  const int64_t out[2] = {grad_output.size(2), grad_output.size(3)};
-  const auto [h, w] = adaptive_pool_axes(op, H, W, out);
-  return max_pool_backward(op, grad_output, offset, input_size, h, w);
-}
+  static void avg_backward(const PoolArgs& a, const at::Tensor& gy, at::Tensor& gx) {
+    const Geometry g(a.N, a.C, a.h, a.w, a.include_pad);
+    cpu::advise_huge_pages(gx.data_ptr(), gx.nbytes());
+    AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "d2l_ext_avg_pool2d_backward_cpu", [&] {
+      if (a.channels_last) {
+        avg_backward_nhwc<scalar_t>(g, gy.const_data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(), a.divisor_override);
+      } else {
+        avg_backward_nchw<scalar_t>(g, gy.const_data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(), a.divisor_override);
+      }
+    });
+  }
+};
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(d2l_ext, CPU, m) {
-  m.impl("max_pool2d", &max_pool2d_cpu);
-  m.impl("_max_pool2d_backward", &max_pool2d_backward_cpu);
-  m.impl("avg_pool2d", &avg_pool2d_cpu);
-  m.impl("_avg_pool2d_backward", &avg_pool2d_backward_cpu);
-  m.impl("adaptive_avg_pool2d", &adaptive_avg_pool2d_cpu);
-  m.impl("_adaptive_avg_pool2d_backward", &adaptive_avg_pool2d_backward_cpu);
-  m.impl("adaptive_max_pool2d", &adaptive_max_pool2d_cpu);
-  m.impl("_adaptive_max_pool2d_backward", &adaptive_max_pool2d_backward_cpu);
+  D2L_EXT_REGISTER_POOLING(m, CpuPool);
 }
 
 }  // namespace d2l_ext

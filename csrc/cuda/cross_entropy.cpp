@@ -16,19 +16,6 @@
 namespace d2l_ext {
 namespace {
 
-cuda::DType dtype_of(const at::Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return cuda::DType::Float;
-    case at::kDouble: return cuda::DType::Double;
-    case at::kHalf: return cuda::DType::Half;
-    case at::kBFloat16: return cuda::DType::BFloat16;
-    default:
-      TORCH_CHECK(false, "d2l_ext.cross_entropy: the CUDA kernel supports float32, float64, float16 and ",
-                  "bfloat16 input, got ", t.scalar_type());
-  }
-  return cuda::DType::Float;  // not reached
-}
-
 // A few waves of blocks; the kernels loop over the remaining rows.
 int max_blocks() {
   int device = 0, sms = 0;
@@ -64,7 +51,7 @@ Prepared prepare(const CEShape& sh, const at::Tensor& input, const at::Tensor& t
       r.weight_sum = r.weight.sum(acc_type_of(input.scalar_type()));
   }
   cuda::CEKernelArgs& a = r.args;
-  a.dtype = dtype_of(r.input);
+  a.dtype = cuda::dtype_of(r.input, op);
   a.input = r.input.const_data_ptr();
   a.target = sh.prob_target ? nullptr : r.target.const_data_ptr<int64_t>();
   a.probs = sh.prob_target ? r.target.const_data_ptr() : nullptr;

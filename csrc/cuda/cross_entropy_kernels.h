@@ -11,9 +11,9 @@
 
 #include <cstdint>
 
-namespace d2l_ext::cuda {
+#include "dtype.h"
 
-enum class DType { Float, Double, Half, BFloat16 };
+namespace d2l_ext::cuda {
 
 struct CEKernelArgs {
   DType dtype;
