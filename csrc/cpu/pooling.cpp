@@ -247,9 +247,12 @@ void max_forward_nhwc(const Geometry& g, const T* x, T* y, Off* off) {
               }
             }
           }
+          // Through restrict pointers: a uint8 store may alias anything.
+          T* __restrict yo = y + o + c0;
+          Off* __restrict oo = off + o + c0;
           for (int64_t c = 0; c < cn; ++c) {
-            y[o + c0 + c] = best[c];
-            off[o + c0 + c] = static_cast<Off>(code[c]);
+            yo[c] = best[c];
+            oo[c] = static_cast<Off>(code[c]);
           }
         }
       }
@@ -268,7 +271,16 @@ inline int64_t decode(const Geometry& g, int oh, int ow, int code) {
 template <typename T, typename Off>
 void max_backward_nchw(const Geometry& g, const T* gy, const Off* off, T* gx) {
   const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
-  const int OW = g.w.out;
+  const int OW = g.w.out, W = g.w.in, TW = g.taps_w;
+  // Inside the input (rows [ha, hb) x columns [ia, ib) of outputs) a code
+  // maps to the window start plus a fixed step: tabulate the steps once.
+  const int ha = g.th.inner_begin, hb = g.th.inner_end, ia = g.tw.inner_begin, ib = g.tw.inner_end;
+  const int codes = g.h.taps() * TW;
+  std::vector<int64_t> step(codes <= 256 ? codes : 0);
+  for (int c = 0; c < static_cast<int>(step.size()); ++c) {
+    step[c] = static_cast<int64_t>(c / TW) * g.h.dilation * W + (c % TW) * g.w.dilation;
+  }
+  const bool table = !step.empty();
   parallel_tasks(g.planes(), plane_grain(in_plane), [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       T* gp = gx + p * in_plane;
@@ -276,9 +288,16 @@ void max_backward_nchw(const Geometry& g, const T* gy, const Off* off, T* gx) {
       const T* gyp = gy + p * out_plane;
       const Off* op = off + p * out_plane;
       for (int oh = 0; oh < g.h.out; ++oh) {
+        const bool inner_row = table && oh >= ha && oh < hb;
+        const int64_t row = static_cast<int64_t>(g.th.base[oh]) * W;
         for (int ow = 0; ow < OW; ++ow) {
-          const int64_t i = decode(g, oh, ow, static_cast<int>(op[oh * OW + ow]));
-          if (i >= 0) gp[i] += gyp[oh * OW + ow];
+          const int code = static_cast<int>(op[oh * OW + ow]);
+          if (inner_row && ow >= ia && ow < ib) {
+            gp[row + g.tw.base[ow] + step[code]] += gyp[oh * OW + ow];
+          } else {
+            const int64_t i = decode(g, oh, ow, code);
+            if (i >= 0) gp[i] += gyp[oh * OW + ow];
+          }
         }
       }
     }
@@ -288,9 +307,12 @@ void max_backward_nchw(const Geometry& g, const T* gy, const Off* off, T* gx) {
 template <typename T, typename Off>
 void max_backward_nhwc(const Geometry& g, const T* gy, const Off* off, T* gx) {
   const int64_t C = g.C, in_plane = g.in_plane();
-  const int OH = g.h.out, OW = g.w.out;
+  const int OH = g.h.out, OW = g.w.out, W = g.w.in, TW = g.taps_w, dh = g.h.dilation, dw = g.w.dilation;
   const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
+  const int codes = g.h.taps() * TW;
+  const bool small = codes <= 256;
   parallel_tasks(g.N * blocks, 1, [&](int64_t begin, int64_t end) {
+    int64_t where[256];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / blocks, c0 = (task % blocks) * kChannelBlock;
       const int64_t cn = std::min(kChannelBlock, C - c0);
@@ -299,9 +321,28 @@ void max_backward_nhwc(const Geometry& g, const T* gy, const Off* off, T* gx) {
       for (int oh = 0; oh < OH; ++oh) {
         for (int ow = 0; ow < OW; ++ow) {
           const int64_t o = ((n * OH + oh) * OW + ow) * C + c0;
-          for (int64_t c = 0; c < cn; ++c) {
-            const int64_t i = decode(g, oh, ow, static_cast<int>(off[o + c]));
-            if (i >= 0) gn[i * C + c] += gy[o + c];
+          const Off* __restrict oc = off + o;
+          const T* __restrict go = gy + o;
+          if (small) {
+            // Every channel of this output has the same window: resolve its
+            // codes to input offsets once, then each channel is one lookup.
+            const int hb = g.th.base[oh], hl = g.th.lo[oh], hh = g.th.hi[oh];
+            const int wb = g.tw.base[ow], wl = g.tw.lo[ow], wh = g.tw.hi[ow];
+            std::fill(where, where + codes, int64_t(-1));
+            for (int t = hl; t < hh; ++t) {
+              for (int u = wl; u < wh; ++u) {
+                where[t * TW + u] = (static_cast<int64_t>(hb + t * dh) * W + wb + u * dw) * C;
+              }
+            }
+            for (int64_t c = 0; c < cn; ++c) {
+              const int64_t i = where[static_cast<int>(oc[c])];
+              if (i >= 0) gn[i + c] += go[c];
+            }
+          } else {
+            for (int64_t c = 0; c < cn; ++c) {
+              const int64_t i = decode(g, oh, ow, static_cast<int>(oc[c]));
+              if (i >= 0) gn[i * C + c] += go[c];
+            }
           }
         }
       }
@@ -340,6 +381,13 @@ inline A contiguous_sum(const T* x, int64_t n) {
   return sum;
 }
 
+// One tap of an average window over a run of n outputs: sum[i] += src[i * stride].
+template <int kStride, typename T, typename A>
+inline void add_tap_run(const T* src, int stride, int n, A* __restrict sum) {
+  const int s = kStride > 0 ? kStride : stride;
+  for (int i = 0; i < n; ++i) sum[i] += static_cast<A>(src[static_cast<int64_t>(i) * s]);
+}
+
 template <typename T>
 void avg_forward_nchw(const Geometry& g, const T* x, T* y, int64_t divisor_override) {
   using A = acc_t<T>;
@@ -352,20 +400,52 @@ void avg_forward_nchw(const Geometry& g, const T* x, T* y, int64_t divisor_overr
     });
     return;
   }
+  // As max_forward_nchw: outputs [ia, ib) along W sum tap by tap over the
+  // row (each output still adds its taps in window order), the edges window
+  // by window.
+  const int ia = g.tw.inner_begin, ib = g.tw.inner_end, sw = g.w.stride, KW = g.w.kernel;
   parallel_tasks(g.planes(), plane_grain(g.in_plane()), [&](int64_t begin, int64_t end) {
+    std::vector<A> sums(std::max(OW, 1));
     for (int64_t p = begin; p < end; ++p) {
       const T* xp = x + p * H * W;
       T* yp = y + p * OH * OW;
       for (int oh = 0; oh < OH; ++oh) {
         const int hb = g.th.base[oh], hl = g.th.lo[oh], hh = g.th.hi[oh];
+        A* __restrict sum = sums.data();
         for (int ow = 0; ow < OW; ++ow) {
+          if (ow == ia && ib > ia) ow = ib;
+          if (ow >= OW) break;
           const int wb = g.tw.base[ow], wl = g.tw.lo[ow], wh = g.tw.hi[ow];
-          A sum = 0;
+          A acc = 0;
           for (int t = hl; t < hh; ++t) {
             const T* row = xp + static_cast<int64_t>(hb + t) * W + wb;
-            for (int u = wl; u < wh; ++u) sum += static_cast<A>(row[u]);
+            for (int u = wl; u < wh; ++u) acc += static_cast<A>(row[u]);
           }
-          yp[oh * OW + ow] = static_cast<T>(sum / static_cast<A>(divisor(g, oh, ow, divisor_override)));
+          sum[ow] = acc;
+        }
+        if (ib > ia) {
+          const int n = ib - ia;
+          std::fill(sum + ia, sum + ib, A(0));
+          for (int t = hl; t < hh; ++t) {
+            const T* row = xp + static_cast<int64_t>(hb + t) * W + g.tw.base[ia];
+            for (int u = 0; u < KW; ++u) {
+              if (sw == 1) {
+                add_tap_run<1>(row + u, sw, n, sum + ia);
+              } else if (sw == 2) {
+                add_tap_run<2>(row + u, sw, n, sum + ia);
+              } else {
+                add_tap_run<0>(row + u, sw, n, sum + ia);
+              }
+            }
+          }
+        }
+        T* __restrict yr = yp + oh * OW;
+        if (divisor_override > 0) {
+          for (int ow = 0; ow < OW; ++ow) yr[ow] = static_cast<T>(sum[ow] / static_cast<A>(divisor_override));
+        } else {
+          const A ch = static_cast<A>(g.th.count[oh]);
+          const int* __restrict cw = g.tw.count.data();
+          for (int ow = 0; ow < OW; ++ow) yr[ow] = static_cast<T>(sum[ow] / (ch * static_cast<A>(cw[ow])));
         }
       }
     }
@@ -409,19 +489,39 @@ template <typename T>
 void avg_backward_nchw(const Geometry& g, const T* gy, T* gx, int64_t divisor_override) {
   const int W = g.w.in, OH = g.h.out, OW = g.w.out;
   const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
+  if (is_global(g)) {  // every input element gets grad / divisor
+    const T div = static_cast<T>(divisor(g, 0, 0, divisor_override));
+    parallel_tasks(g.planes(), plane_grain(in_plane), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) std::fill(gx + p * in_plane, gx + (p + 1) * in_plane, gy[p] / div);
+    });
+    return;
+  }
+  const int ia = g.tw.inner_begin, ib = g.tw.inner_end, sw = g.w.stride, KW = g.w.kernel;
   parallel_tasks(g.planes(), plane_grain(in_plane), [&](int64_t begin, int64_t end) {
+    std::vector<T> share(std::max(OW, 1));
     for (int64_t p = begin; p < end; ++p) {
       T* gp = gx + p * in_plane;
       std::fill(gp, gp + in_plane, T(0));
       const T* gyp = gy + p * out_plane;
       for (int oh = 0; oh < OH; ++oh) {
         const int hb = g.th.base[oh], hl = g.th.lo[oh], hh = g.th.hi[oh];
+        T* __restrict v = share.data();
         for (int ow = 0; ow < OW; ++ow) {
-          const int wb = g.tw.base[ow], wl = g.tw.lo[ow], wh = g.tw.hi[ow];
-          const T v = gyp[oh * OW + ow] / static_cast<T>(divisor(g, oh, ow, divisor_override));
-          for (int t = hl; t < hh; ++t) {
-            T* row = gp + static_cast<int64_t>(hb + t) * W + wb;
-            for (int u = wl; u < wh; ++u) row[u] += v;
+          v[ow] = gyp[oh * OW + ow] / static_cast<T>(divisor(g, oh, ow, divisor_override));
+        }
+        for (int t = hl; t < hh; ++t) {
+          T* row = gp + static_cast<int64_t>(hb + t) * W;
+          for (int ow = 0; ow < OW; ++ow) {  // edge windows
+            if (ow == ia && ib > ia) ow = ib;
+            if (ow >= OW) break;
+            for (int u = g.tw.lo[ow]; u < g.tw.hi[ow]; ++u) row[g.tw.base[ow] + u] += v[ow];
+          }
+          if (ib > ia) {
+            T* dst = row + g.tw.base[ia];
+            const T* vi = v + ia;
+            for (int u = 0; u < KW; ++u) {
+              for (int i = 0; i < ib - ia; ++i) dst[static_cast<int64_t>(i) * sw + u] += vi[i];
+            }
           }
         }
       }
@@ -433,6 +533,19 @@ template <typename T>
 void avg_backward_nhwc(const Geometry& g, const T* gy, T* gx, int64_t divisor_override) {
   const int64_t C = g.C, in_plane = g.in_plane();
   const int W = g.w.in, OH = g.h.out, OW = g.w.out;
+  if (is_global(g)) {  // every input element gets grad / divisor
+    const T div = static_cast<T>(divisor(g, 0, 0, divisor_override));
+    parallel_tasks(g.N, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n) {
+        for (int64_t i = 0; i < in_plane; ++i) {
+          T* __restrict dst = gx + (n * in_plane + i) * C;
+          const T* __restrict src = gy + n * C;
+          for (int64_t c = 0; c < C; ++c) dst[c] = src[c] / div;
+        }
+      }
+    });
+    return;
+  }
   const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
   parallel_tasks(g.N * blocks, 1, [&](int64_t begin, int64_t end) {
     T v[kChannelBlock];
