@@ -15,6 +15,7 @@ from types import ModuleType
 # The registered op benchmarks: module names inside this package, in run order.
 OPS: tuple[str, ...] = (
     "cross_entropy",
+    "pooling",
 )
 
 

@@ -45,9 +45,60 @@ def _ce_inputs(n: int, c: int, spatial: tuple[int, ...] = (), prob: bool = False
     return make
 
 
+def _pool_inputs(shape: tuple[int, ...], channels_last: bool = False, **kw):
+    def make(device, dtype):
+        x = torch.randn(*shape, device=device, dtype=dtype)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return (x.requires_grad_(),), dict(kw)
+
+    return make
+
+
+def _pool_cases() -> list[CheckCase]:
+    F, T = functional, torch_F
+    return [
+        CheckCase(
+            "avg_pool2d",
+            "LeNet 2/2 (64,6,28,28)",
+            _pool_inputs((64, 6, 28, 28), kernel_size=2),
+            F.avg_pool2d,
+            T.avg_pool2d,
+        ),
+        CheckCase(
+            "max_pool2d",
+            "AlexNet 3/2 (8,96,54,54)",
+            _pool_inputs((8, 96, 54, 54), kernel_size=3, stride=2),
+            F.max_pool2d,
+            T.max_pool2d,
+        ),
+        CheckCase(
+            "max_pool2d",
+            "ResNet stem 3/2 pad 1 channels_last (8,64,48,48)",
+            _pool_inputs((8, 64, 48, 48), True, kernel_size=3, stride=2, padding=1),
+            F.max_pool2d,
+            T.max_pool2d,
+        ),
+        CheckCase(
+            "adaptive_avg_pool2d",
+            "global (32,512,3,3)",
+            _pool_inputs((32, 512, 3, 3), output_size=1),
+            F.adaptive_avg_pool2d,
+            T.adaptive_avg_pool2d,
+        ),
+        CheckCase(
+            "max_pool1d",
+            "TextCNN max-over-time (64,100,48)",
+            _pool_inputs((64, 100, 48), kernel_size=48),
+            F.max_pool1d,
+            T.max_pool1d,
+        ),
+    ]
+
+
 def _cases() -> list[CheckCase]:
     ce, tce = functional.cross_entropy, torch_F.cross_entropy
-    return [
+    return _pool_cases() + [
         CheckCase("cross_entropy", "N=256 C=10", _ce_inputs(256, 10), ce, tce),
         CheckCase(
             "cross_entropy",

@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -137,6 +138,78 @@ inline void max_tap_run(const T* src, int stride, int n, int here, T* best, int3
   }
 }
 
+// Max of n contiguous values with torch's tie rules (first maximum, last
+// NaN), as (value, index); index -1 when no value beats -inf (the caller keeps
+// its default). Eight interleaved lanes, merged at the end, so that wide
+// windows (max-over-time pooling) vectorise.
+template <typename T>
+inline void max_scan(const T* row, int n, T& best_out, int& idx_out) {
+  constexpr int L = 8;
+  T b[L];
+  int k[L];
+  for (int j = 0; j < L; ++j) {
+    b[j] = lowest<T>();
+    k[j] = -1;
+  }
+  int i = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    // GCC vector extensions: one 8-float register per lane set, whatever the
+    // target (the compiler left the plain loop scalar).
+    typedef float v8f __attribute__((vector_size(32)));
+    typedef int v8i __attribute__((vector_size(32)));
+    v8f vb;
+    v8i vk;
+    std::memcpy(&vb, b, sizeof vb);
+    std::memcpy(&vk, k, sizeof vk);
+    const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    for (; i + L <= n; i += L) {
+      v8f v;
+      std::memcpy(&v, row + i, sizeof v);
+      const v8i take = (v > vb) | (v != v);
+      vb = take ? v : vb;
+      vk = take ? lane + i : vk;
+    }
+    std::memcpy(b, &vb, sizeof vb);
+    std::memcpy(k, &vk, sizeof vk);
+  } else {
+    for (; i + L <= n; i += L) {
+      for (int j = 0; j < L; ++j) {
+        const T v = row[i + j];
+        const bool take = (v > b[j]) | is_nan(v);
+        b[j] = take ? v : b[j];
+        k[j] = take ? i + j : k[j];
+      }
+    }
+  }
+  T best = lowest<T>();
+  int idx = -1, nan_idx = -1;
+  for (int j = 0; j < L; ++j) {
+    if (k[j] < 0) continue;
+    if (is_nan(b[j])) {
+      nan_idx = std::max(nan_idx, k[j]);
+    } else if (b[j] > best || (b[j] == best && k[j] < idx)) {
+      best = b[j];
+      idx = k[j];
+    }
+  }
+  if (nan_idx >= 0) {
+    best = row[nan_idx];
+    idx = nan_idx;
+  }
+  for (; i < n; ++i) {  // the tail comes after every lane element: the sequential rule
+    const T v = row[i];
+    if (v > best || is_nan(v)) {
+      best = v;
+      idx = i;
+    }
+  }
+  best_out = best;
+  idx_out = idx;
+}
+
+// Windows at least this wide (contiguous taps) are scanned with max_scan.
+constexpr int kWideWindow = 16;
+
 template <typename T>
 inline void max_window(const T* xp, int W, int hb, int hl, int hh, int dh, int wb, int wl, int wh, int dw, int TW,
                        T& best_out, int& code_out) {
@@ -144,6 +217,16 @@ inline void max_window(const T* xp, int W, int hb, int hl, int hh, int dh, int w
   int code = first_code(hl, hh, wl, wh, TW);
   for (int t = hl; t < hh; ++t) {
     const T* row = xp + static_cast<int64_t>(hb + t * dh) * W + wb;
+    if (dw == 1 && wh - wl >= kWideWindow) {
+      T v;
+      int u;
+      max_scan(row + wl, wh - wl, v, u);
+      if (u >= 0 && (v > best || is_nan(v))) {
+        best = v;
+        code = t * TW + wl + u;
+      }
+      continue;
+    }
     for (int u = wl; u < wh; ++u) {
       const T v = row[u * dw];
       const bool take = (v > best) | is_nan(v);
@@ -161,7 +244,9 @@ void max_forward_nchw(const Geometry& g, const T* x, T* y, Off* off) {
   const int dh = g.h.dilation, dw = g.w.dilation, sw = g.w.stride;
   // Outputs [ia, ib) along W have whole windows inside the input: those run
   // tap by tap over the row of outputs; the edges run window by window.
-  const int ia = g.tw.inner_begin, ib = g.tw.inner_end;
+  // (Wide windows skip the runs: each is scanned as a whole instead.)
+  const bool wide = dw == 1 && TW >= kWideWindow;
+  const int ia = wide ? 0 : g.tw.inner_begin, ib = wide ? 0 : g.tw.inner_end;
   parallel_tasks(g.planes(), plane_grain(g.in_plane()), [&](int64_t begin, int64_t end) {
     std::vector<T> best(std::max(OW, 1));
     std::vector<int32_t> code(std::max(OW, 1));
