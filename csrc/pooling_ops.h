@@ -53,13 +53,13 @@ inline void check_pool_input(const char* op, const at::Tensor& input, bool allow
 }
 
 inline PoolAxis regular_axis(const char* op, const char* name, int64_t in, int64_t kernel, int64_t stride,
-                             int64_t pad, int64_t dilation, bool ceil_mode, bool is_max) {
+                             int64_t pad, int64_t dilation, bool ceil_mode) {
   TORCH_CHECK(kernel > 0, op, ": kernel_size must be > 0, got ", kernel, " (", name, ")");
   TORCH_CHECK(stride > 0, op, ": stride must be > 0, got ", stride, " (", name, ")");
   TORCH_CHECK(dilation > 0, op, ": dilation must be > 0, got ", dilation, " (", name, ")");
   TORCH_CHECK(pad >= 0, op, ": padding must be >= 0, got ", pad, " (", name, ")");
-  const int64_t limit = is_max ? ((kernel - 1) * dilation + 1) / 2 : kernel / 2;
-  TORCH_CHECK(pad <= limit, op, ": padding must be at most half of the ", is_max ? "dilated " : "",
+  // torch's limit, for max pooling too: half the kernel, whatever the dilation.
+  TORCH_CHECK(pad <= kernel / 2, op, ": padding must be at most half of the ",
               "kernel, got padding ", pad, " and kernel_size ", kernel, " (", name, ")");
   TORCH_CHECK(kernel <= INT32_MAX && stride <= INT32_MAX && dilation <= INT32_MAX && pad <= INT32_MAX, op,
               ": window parameters must fit in int32 (", name, ")");
@@ -77,18 +77,15 @@ inline PoolAxis regular_axis(const char* op, const char* name, int64_t in, int64
 }
 
 // Axes of a regular pooling op on input (N, C, H, W), checked as torch checks
-// them. is_max: max pooling, whose padding limit is half the dilated kernel
-// (average pooling: half the kernel, and dilation must be 1).
+// them (average pooling passes dilation {1, 1}).
 inline std::pair<PoolAxis, PoolAxis> regular_pool_axes(const char* op, int64_t H, int64_t W,
                                                         at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                                         at::IntArrayRef padding, at::IntArrayRef dilation,
-                                                        bool ceil_mode, bool is_max) {
+                                                        bool ceil_mode) {
   TORCH_CHECK(kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
               op, ": kernel_size, stride, padding and dilation must each have 2 values");
-  return {regular_axis(op, "H", H, kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode,
-                       is_max),
-          regular_axis(op, "W", W, kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode,
-                       is_max)};
+  return {regular_axis(op, "H", H, kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode),
+          regular_axis(op, "W", W, kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)};
 }
 
 // Axes of an adaptive pooling op on input (N, C, H, W).
@@ -119,10 +116,12 @@ inline void check_pool_backward(const char* op, const at::Tensor& grad_output, a
 }
 
 
-// Whether a 4-D tensor is laid out channels-last (and not also plain
-// contiguous): then outputs and gradients keep that layout, as torch's do.
+// Whether a 4-D tensor is laid out channels-last: then outputs and gradients
+// keep that layout, as torch's do.
 inline bool is_channels_last(const at::Tensor& t) {
-  return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
+  // torch's own pooling asks suggest_memory_format: it reads the strides, so an
+  // (N, C, 1, 1) tensor allocated channels-last still counts as channels-last.
+  return t.dim() == 4 && t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
 }
 
 inline at::MemoryFormat layout_of(bool channels_last) {
@@ -212,7 +211,7 @@ struct PoolOps {
     check_pool_input(op, input, /*allow_integer=*/true);
     Backend::check(op, input, "input", PoolKind::MaxForward);
     const auto [h, w] = regular_pool_axes(op, input.size(2), input.size(3), kernel_size, stride, padding, dilation,
-                                          ceil_mode, /*is_max=*/true);
+                                          ceil_mode);
     return max_forward(input, h, w);
   }
 
@@ -222,7 +221,7 @@ struct PoolOps {
                                         bool ceil_mode) {
     constexpr const char* op = "d2l_ext._max_pool2d_backward";
     const auto [H, W] = backward_input_size(op, input_size);
-    const auto [h, w] = regular_pool_axes(op, H, W, kernel_size, stride, padding, dilation, ceil_mode, true);
+    const auto [h, w] = regular_pool_axes(op, H, W, kernel_size, stride, padding, dilation, ceil_mode);
     return max_backward(op, grad_output, offset, input_size, h, w);
   }
 
@@ -235,7 +234,7 @@ struct PoolOps {
     check_divisor(op, divisor_override);
     const int64_t one[2] = {1, 1};
     const auto [h, w] = regular_pool_axes(op, input.size(2), input.size(3), kernel_size, stride, padding, one,
-                                          ceil_mode, /*is_max=*/false);
+                                          ceil_mode);
     return avg_forward(input, h, w, count_include_pad, divisor_override.value_or(0));
   }
 
@@ -247,7 +246,7 @@ struct PoolOps {
     check_divisor(op, divisor_override);
     const auto [H, W] = backward_input_size(op, input_size);
     const int64_t one[2] = {1, 1};
-    const auto [h, w] = regular_pool_axes(op, H, W, kernel_size, stride, padding, one, ceil_mode, false);
+    const auto [h, w] = regular_pool_axes(op, H, W, kernel_size, stride, padding, one, ceil_mode);
     return avg_backward(op, grad_output, input_size, h, w, count_include_pad, divisor_override.value_or(0));
   }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch._prims_common import suggest_memory_format
 
 from . import reference
 
@@ -171,13 +172,24 @@ def _offset_dtype(taps: tuple[int, int]) -> torch.dtype:
 
 
 def _is_channels_last(t: Tensor) -> bool:
-    """The kernels' layout rule (csrc/pooling.h is_channels_last)."""
-    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+    """The kernels' layout rule (csrc/pooling_ops.h is_channels_last): torch's
+    suggest_memory_format, which reads the strides, so that an (N, C, 1, 1)
+    tensor allocated channels-last stays channels-last."""
+    return t.dim() == 4 and suggest_memory_format(t) == torch.channels_last
 
 
 def _pool_empty(like: Tensor, shape, dtype: torch.dtype | None = None, channels_last: bool = False) -> Tensor:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return like.new_empty(shape, dtype=dtype or like.dtype).contiguous(memory_format=fmt)
+    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device, memory_format=fmt)
+
+
+def as_layout(t: Tensor, channels_last: bool) -> Tensor:
+    """``t`` laid out channels-last or contiguous, by the kernels' rule (a copy
+    only where the layout differs; unlike ``.contiguous(memory_format=...)``
+    this also restrides an (N, C, 1, 1) tensor)."""
+    if t.dim() != 4 or _is_channels_last(t) == channels_last:
+        return t
+    return t.clone(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def _window_starts(size: int, out: int, kind: str, stride: int, padding: int, device) -> Tensor:
@@ -290,10 +302,13 @@ def _avg_pool2d_backward_fake(grad_output, input_size, *_window):
 def _avg_pool2d_setup(ctx, inputs, output):
     input, *window = inputs
     ctx.args = (tuple(input.shape[2:]), *window)
+    ctx.channels_last = _is_channels_last(input)
 
 
 def _avg_pool2d_backward(ctx, grad_output):
-    return (torch.ops.d2l_ext._avg_pool2d_backward(grad_output, *ctx.args),) + (None,) * 6
+    # The kernel lays the gradient out as grad_output; torch's follows the input.
+    g = as_layout(grad_output, ctx.channels_last)
+    return (torch.ops.d2l_ext._avg_pool2d_backward(g, *ctx.args),) + (None,) * 6
 
 
 def _avg_pool2d_backward_setup(ctx, inputs, output):
@@ -319,11 +334,15 @@ def _adaptive_avg_pool2d_backward_fake(grad_output, input_size):
 
 
 def _adaptive_avg_pool2d_setup(ctx, inputs, output):
-    ctx.input_size = tuple(inputs[0].shape[2:])
+    input, output_size = inputs
+    ctx.input_size = tuple(input.shape[2:])
+    # torch computes global average pooling as a mean, whose gradient is contiguous.
+    ctx.channels_last = _is_channels_last(input) and tuple(output_size) != (1, 1)
 
 
 def _adaptive_avg_pool2d_backward(ctx, grad_output):
-    return torch.ops.d2l_ext._adaptive_avg_pool2d_backward(grad_output, ctx.input_size), None
+    g = as_layout(grad_output, ctx.channels_last)  # as _avg_pool2d_backward
+    return torch.ops.d2l_ext._adaptive_avg_pool2d_backward(g, ctx.input_size), None
 
 
 def _adaptive_avg_pool2d_backward_setup(ctx, inputs, output):

@@ -174,14 +174,15 @@ def _tuple(name: str, value, n: int, op: str) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _pool_input(op: str, input: Tensor, dims: int) -> tuple[Tensor, bool]:
-    """(N, C, H, W) view of a pooling input with ``dims`` spatial dims, and whether it was unbatched."""
+def _pool_input(op: str, input: Tensor, dims: int, empty_channels: bool = False) -> tuple[Tensor, bool]:
+    """(N, C, H, W) view of a pooling input with ``dims`` spatial dims, and whether it was unbatched.
+    ``empty_channels``: C = 0 is allowed (adaptive average pooling, as torch)."""
     if input.dim() not in (dims + 1, dims + 2):
         raise RuntimeError(
             f"{op}: Expected {dims + 1}D or {dims + 2}D (batch mode) tensor with optional 0 dim batch size "
             f"for input, but got: {list(input.shape)}"
         )
-    if any(s == 0 for s in input.shape[-dims - 1 :]):
+    if any(s == 0 for s in input.shape[-dims if empty_channels else -dims - 1 :]):
         raise RuntimeError(
             f"{op}: Expected input to have non-zero size for non-batch dimensions, but input has sizes "
             f"{list(input.shape)}"
@@ -199,9 +200,7 @@ def _pool_output(t: Tensor, unbatched: bool, dims: int) -> Tensor:
     return t.squeeze(0) if unbatched else t
 
 
-def _check_pool_window(
-    op, x: Tensor, kernel, stride, padding, dilation, ceil_mode: bool, is_max: bool
-) -> None:
+def _check_pool_window(op, x: Tensor, kernel, stride, padding, dilation, ceil_mode: bool) -> None:
     """Raise what torch raises for a bad window (checked per spatial axis)."""
     if any(k <= 0 for k in kernel):
         raise RuntimeError(f"{op}: kernel size should be greater than zero, but got {tuple(kernel)}")
@@ -215,11 +214,10 @@ def _check_pool_window(
         raise RuntimeError(f"dilation should be greater than zero, but got dilation {tuple(dilation)}")
     if any(p < 0 for p in padding):
         raise RuntimeError(f"pad must be non-negative, but got pad: {tuple(padding)}")
-    for k, p, d in zip(kernel, padding, dilation):
-        if p > ((k - 1) * d + 1) // 2 if is_max else p > k // 2:
+    for k, p in zip(kernel, padding):
+        if p > k // 2:  # torch's limit for max pooling too, whatever the dilation
             raise RuntimeError(
-                f"pad should be at most half of effective kernel size, but got pad={p}, kernel_size={k} "
-                f"and dilation={d}"
+                f"pad should be smaller than or equal to half of kernel size, but got pad={p}, kernel={k}"
             )
     sizes = x.shape[2:]
     out = [
@@ -241,6 +239,29 @@ def _native_pool(x: Tensor, integer_ok: bool) -> bool:
     return x.is_floating_point() or (integer_ok and x.device.type in ("cpu", "meta"))
 
 
+class _ChannelsLastGrad(torch.autograd.Function):
+    """Identity whose backward lays the gradient out channels-last: the
+    fallback's gradient then follows a channels-last input, as torch's (and
+    the kernels') do."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.contiguous(memory_format=torch.channels_last)
+
+
+def _fallback_input(x: Tensor, grad_follows: bool = True) -> tuple[Tensor, bool]:
+    """x for the Python fallback, and whether its outputs are channels-last.
+    ``grad_follows``: the gradient keeps a channels-last input's layout too."""
+    channels_last = _ops._is_channels_last(x)
+    if channels_last and grad_follows and x.requires_grad and torch.is_grad_enabled():
+        x = _ChannelsLastGrad.apply(x)
+    return x, channels_last
+
+
 def _cpu_float(x: Tensor) -> Tensor:
     """The CPU kernels run float32/float64: float16/bfloat16 go through float32."""
     if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
@@ -251,6 +272,8 @@ def _cpu_float(x: Tensor) -> Tensor:
 def _max_pool(
     op: str, input: Tensor, dims: int, kernel_size, stride, padding, dilation, ceil_mode, return_indices
 ):
+    if input.dtype == torch.bool or input.is_complex():
+        raise NotImplementedError(f"\"{op}\" not implemented for '{input.dtype}'")
     x, unbatched = _pool_input(op, input, dims)
     k = _tuple("kernel_size", kernel_size, dims, op)
     s = (
@@ -262,7 +285,7 @@ def _max_pool(
     d = _tuple("dilation", dilation, dims, op)
     if dims == 1:
         k, s, p, d = (1, *k), (1, *s), (0, *p), (1, *d)
-    _check_pool_window(op, x, k, s, p, d, ceil_mode, is_max=True)
+    _check_pool_window(op, x, k, s, p, d, ceil_mode)
     if _native_pool(x, integer_ok=True):
         out, offset = torch.ops.d2l_ext.max_pool2d(_cpu_float(x), k, s, p, d, ceil_mode)
         out = out.to(x.dtype)
@@ -270,7 +293,9 @@ def _max_pool(
             _ops.offsets_to_indices(offset, x.shape[2:], "regular", k, s, p, d)[0] if return_indices else None
         )
     else:
-        out, indices = reference.max_pool2d(x, k, s, p, d, ceil_mode)
+        xin, channels_last = _fallback_input(x)
+        out, indices = reference.max_pool2d(xin, k, s, p, d, ceil_mode)
+        out, indices = _ops.as_layout(out, channels_last), _ops.as_layout(indices, channels_last)
     out = _pool_output(out, unbatched, dims)
     if not return_indices:
         return out
@@ -322,6 +347,8 @@ def max_pool1d(
 
 
 def _avg_pool(op, input, dims, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    if dims == 2 and input.dim() < 3:  # torch indexes dim -3 before checking the rank
+        raise IndexError(f"Dimension out of range (expected to be in range of [-2, 1], but got -3) ({op})")
     x, unbatched = _pool_input(op, input, dims)
     k = _tuple("kernel_size", kernel_size, dims, op)
     s = (
@@ -336,14 +363,16 @@ def _avg_pool(op, input, dims, kernel_size, stride, padding, ceil_mode, count_in
         raise RuntimeError("divisor must be not zero")
     if not x.is_floating_point() and x.dtype != torch.long:
         raise NotImplementedError(f"\"{op}\" not implemented for '{x.dtype}'")
-    _check_pool_window(op, x, k, s, p, (1, 1), ceil_mode, is_max=False)
+    _check_pool_window(op, x, k, s, p, (1, 1), ceil_mode)
     if _native_pool(x, integer_ok=True):
         out = torch.ops.d2l_ext.avg_pool2d(
             _cpu_float(x), k, s, p, ceil_mode, count_include_pad, divisor_override
         )
         out = out.to(x.dtype)
     else:
-        out = reference.avg_pool2d(x, k, s, p, ceil_mode, count_include_pad, divisor_override)
+        xin, channels_last = _fallback_input(x)
+        out = reference.avg_pool2d(xin, k, s, p, ceil_mode, count_include_pad, divisor_override)
+        out = _ops.as_layout(out, channels_last)
     return _pool_output(out, unbatched, dims)
 
 
@@ -395,12 +424,12 @@ def _adaptive_size(op: str, output_size, x: Tensor, dims: int) -> tuple[int, int
 
 
 def _adaptive(op: str, input: Tensor, output_size, dims: int, is_max: bool, return_indices: bool = False):
-    x, unbatched = _pool_input(op, input, dims)
+    x, unbatched = _pool_input(op, input, dims, empty_channels=not is_max)
     size = _adaptive_size(op, output_size, x, dims)
     if not x.is_floating_point():
         raise NotImplementedError(f"\"{op}\" not implemented for '{x.dtype}'")
     indices = None
-    if _native_pool(x, integer_ok=False):
+    if _native_pool(x, integer_ok=False) and x.shape[1] > 0:
         if is_max:
             out, offset = torch.ops.d2l_ext.adaptive_max_pool2d(_cpu_float(x), size)
             if return_indices:
@@ -408,10 +437,15 @@ def _adaptive(op: str, input: Tensor, output_size, dims: int, is_max: bool, retu
         else:
             out = torch.ops.d2l_ext.adaptive_avg_pool2d(_cpu_float(x), size)
         out = out.to(x.dtype)
-    elif is_max:
-        out, indices = reference.adaptive_max_pool2d(x, size)
     else:
-        out = reference.adaptive_avg_pool2d(x, size)
+        # torch computes global average pooling as a mean, whose gradient is contiguous.
+        xin, channels_last = _fallback_input(x, grad_follows=is_max or tuple(size) != (1, 1))
+        if is_max:
+            out, indices = reference.adaptive_max_pool2d(xin, size)
+            indices = _ops.as_layout(indices, channels_last)
+        else:
+            out = reference.adaptive_avg_pool2d(xin, size)
+        out = _ops.as_layout(out, channels_last)
     out = _pool_output(out, unbatched, dims)
     if not return_indices:
         return out

@@ -187,6 +187,18 @@ def _lowest(dtype: torch.dtype) -> float | int:
     return float("-inf") if dtype.is_floating_point else torch.iinfo(dtype).min
 
 
+def _winner(win: Tensor) -> Tensor:
+    """Index of each window's winner along the last dim, by torch's rule: scan
+    in order, a larger value or a NaN takes over. So: the first maximum, or the
+    last NaN if the window has any."""
+    tap = win.argmax(dim=-1)
+    if win.is_floating_point():
+        nan = win.isnan()
+        last_nan = win.shape[-1] - 1 - nan.flip(-1).to(torch.uint8).argmax(dim=-1)
+        tap = torch.where(nan.any(-1), last_nan, tap)
+    return tap
+
+
 def max_pool2d(
     x: Tensor,
     kernel: tuple[int, int],
@@ -197,23 +209,27 @@ def max_pool2d(
 ) -> tuple[Tensor, Tensor]:
     """Max pooling of x (N, C, H, W): (output (N, C, OH, OW), indices (N, C, OH, OW)).
 
-    Each output is its window's largest element (padding never wins: it is
-    -inf); ``indices`` says where it came from as ``h * W + w`` in its input
-    plane, the first maximum in row-major window order (the element the
-    gradient flows to).
+    Each output is its window's largest element; ``indices`` says where it came
+    from as ``h * W + w`` in its input plane: the first maximum in row-major
+    window order (the last NaN, if any), the element the gradient flows to.
+    Padding never wins: where every element read equals the padding value
+    (-inf, or the integer minimum), the first element read does.
     """
     H, W = x.shape[2:]
     win = _windows(x, kernel, stride, padding, dilation, ceil_mode, _lowest(x.dtype))
-    tap = win.argmax(dim=-1, keepdim=True)  # first maximum (NaN counts as maximal)
-    out = win.gather(-1, tap).squeeze(-1)
-    OH, OW = out.shape[2:]
-    tap = tap.squeeze(-1)
-    rows = (
-        torch.arange(OH, device=x.device).view(-1, 1) * stride[0]
-        - padding[0]
-        + (tap // kernel[1]) * dilation[0]
+    tap = _winner(win)
+    # Which window elements read the input (1) rather than the padding (0).
+    reads = _windows(
+        torch.ones_like(x[:1, :1], dtype=torch.uint8), kernel, stride, padding, dilation, ceil_mode, 0
     )
-    cols = torch.arange(OW, device=x.device) * stride[1] - padding[1] + (tap % kernel[1]) * dilation[1]
+    best = win.detach().gather(-1, tap.unsqueeze(-1)).squeeze(-1)
+    tap = torch.where(best == _lowest(x.dtype), reads.argmax(dim=-1), tap)
+    out = win.gather(-1, tap.unsqueeze(-1)).squeeze(-1)
+    OH, OW = out.shape[2:]
+    rows = torch.arange(OH, device=x.device).view(-1, 1) * stride[0] - padding[0]
+    cols = torch.arange(OW, device=x.device) * stride[1] - padding[1]
+    rows = rows + (tap // kernel[1]) * dilation[0]
+    cols = cols + (tap % kernel[1]) * dilation[1]
     return out, rows * W + cols
 
 
@@ -257,15 +273,21 @@ def _adaptive_bounds(size: int, out: int) -> list[tuple[int, int]]:
     return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
 
 
+def _empty_like_graph(x: Tensor, shape) -> Tensor:
+    """A zero-size result that still hangs off x in the autograd graph (its
+    gradient is zeros, as torch's)."""
+    return x.new_zeros(shape) + x.flatten()[:0].sum()
+
+
 def adaptive_avg_pool2d(x: Tensor, output_size: tuple[int, int]) -> Tensor:
     """Adaptive average pooling of x (N, C, H, W) -> (N, C, *output_size): output
     (i, j) is the mean of the (possibly overlapping) window rows
     [floor(i H / OH), ceil((i + 1) H / OH)) and columns likewise."""
     rows = _adaptive_bounds(x.shape[2], output_size[0])
     cols = _adaptive_bounds(x.shape[3], output_size[1])
-    out = x.new_empty(*x.shape[:2], len(rows), len(cols))
-    if out.numel() == 0:
-        return out
+    shape = (*x.shape[:2], len(rows), len(cols))
+    if 0 in shape:
+        return _empty_like_graph(x, shape)
     return torch.stack(
         [torch.stack([x[:, :, r0:r1, c0:c1].mean(dim=(2, 3)) for c0, c1 in cols], -1) for r0, r1 in rows], -2
     )
@@ -273,21 +295,20 @@ def adaptive_avg_pool2d(x: Tensor, output_size: tuple[int, int]) -> Tensor:
 
 def adaptive_max_pool2d(x: Tensor, output_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """Adaptive max pooling of x (N, C, H, W): (output, indices), each
-    (N, C, *output_size), windows as :func:`adaptive_avg_pool2d`, indices as
-    :func:`max_pool2d` (``h * W + w``, first maximum)."""
+    (N, C, *output_size), windows as :func:`adaptive_avg_pool2d`, winners and
+    indices as :func:`max_pool2d` (``h * W + w``)."""
     W = x.shape[3]
     rows = _adaptive_bounds(x.shape[2], output_size[0])
     cols = _adaptive_bounds(W, output_size[1])
-    if not rows or not cols or x.shape[0] == 0:
-        empty = x.new_empty(*x.shape[:2], len(rows), len(cols))
-        return empty, empty.long()
+    shape = (*x.shape[:2], len(rows), len(cols))
+    if 0 in shape:
+        return _empty_like_graph(x, shape), torch.zeros(shape, dtype=torch.long, device=x.device)
     outs, idxs = [], []
     for r0, r1 in rows:
         for c0, c1 in cols:
             win = x[:, :, r0:r1, c0:c1].flatten(2)
-            tap = win.argmax(-1, keepdim=True)
+            tap = _winner(win).unsqueeze(-1)
             outs.append(win.gather(-1, tap).squeeze(-1))
             width = c1 - c0
             idxs.append(((r0 + tap // width) * W + c0 + tap % width).squeeze(-1))
-    shape = (*x.shape[:2], len(rows), len(cols))
     return torch.stack(outs, -1).view(shape), torch.stack(idxs, -1).view(shape)

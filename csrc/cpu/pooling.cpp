@@ -443,7 +443,7 @@ template <typename T>
 using acc_t = std::conditional_t<std::is_floating_point_v<T>, std::conditional_t<std::is_same_v<T, double>, double, float>, int64_t>;
 
 inline int64_t divisor(const Geometry& g, int oh, int ow, int64_t divisor_override) {
-  return divisor_override > 0 ? divisor_override : static_cast<int64_t>(g.th.count[oh]) * g.tw.count[ow];
+  return divisor_override != 0 ? divisor_override : static_cast<int64_t>(g.th.count[oh]) * g.tw.count[ow];
 }
 
 // Whether output (0, 0) is the only one and its window is the whole plane
@@ -525,7 +525,7 @@ void avg_forward_nchw(const Geometry& g, const T* x, T* y, int64_t divisor_overr
           }
         }
         T* __restrict yr = yp + oh * OW;
-        if (divisor_override > 0) {
+        if (divisor_override != 0) {
           for (int ow = 0; ow < OW; ++ow) yr[ow] = static_cast<T>(sum[ow] / static_cast<A>(divisor_override));
         } else {
           const A ch = static_cast<A>(g.th.count[oh]);

@@ -116,7 +116,7 @@ __global__ void avg_forward_kernel(PoolKernelArgs a, const T* __restrict__ x, T*
         sum += static_cast<A>(x[index_of<I>(o.n, o.c, hb + t, wb + u, C, a.h.in, a.w.in, a.channels_last)]);
       }
     }
-    const A div = a.divisor_override > 0
+    const A div = a.divisor_override != 0
                       ? static_cast<A>(a.divisor_override)
                       : static_cast<A>(a.h.count(o.p, a.include_pad)) * static_cast<A>(a.w.count(o.q, a.include_pad));
     y[i] = static_cast<T>(sum / div);
@@ -176,7 +176,7 @@ __global__ void avg_backward_kernel(PoolKernelArgs a, const T* __restrict__ gy, 
         int wb, wl, wh;
         a.w.window(ow, wb, wl, wh);
         if (e.q < wb + wl || e.q >= wb + wh) continue;
-        const A div = a.divisor_override > 0 ? static_cast<A>(a.divisor_override)
+        const A div = a.divisor_override != 0 ? static_cast<A>(a.divisor_override)
                                              : ch * static_cast<A>(a.w.count(ow, a.include_pad));
         sum += static_cast<A>(gy[index_of<I>(e.n, e.c, oh, ow, C, a.h.out, a.w.out, a.channels_last)]) / div;
       }
