@@ -6,6 +6,9 @@ Environment variables:
   CUDA_HOME               toolkit root (the folder holding bin/nvcc and lib64/libcudart.so)
   TORCH_CUDA_ARCH_LIST    architectures; default: the visible GPUs', else "8.0;9.0+PTX"
   D2L_EXT_DEBUG=1         -O0 -g
+  D2L_EXT_SANITIZE=address,undefined
+                          compile and link the C++ code with these -fsanitize= checks (-O1 -g;
+                          run with the ASan runtime preloaded: scripts/sanitize_cpu.sh)
   MAX_JOBS                parallel compile jobs (ninja)
 """
 
@@ -103,17 +106,19 @@ def _want_cuda() -> tuple[bool, str]:
 
 def _extension():
     debug = _flag("D2L_EXT_DEBUG")
-    opt = ["-O0", "-g"] if debug else ["-O3"]
+    sanitize = os.environ.get("D2L_EXT_SANITIZE", "").strip()
+    opt = ["-O0", "-g"] if debug else ["-O1", "-g"] if sanitize else ["-O3"]
     with_cuda, why = _want_cuda()
     sources = ["csrc/ops.cpp", "csrc/python_module.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx = opt + ["-fopenmp"]
+    san = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"] if sanitize else []
+    cxx = opt + ["-fopenmp"] + san
     define_macros: list[tuple[str, str | None]] = []
     kwargs = dict(
         name="d2l_ext._C",
         sources=sources,
         include_dirs=[str(ROOT / "csrc")],
         extra_compile_args={"cxx": cxx},
-        extra_link_args=["-fopenmp"],
+        extra_link_args=["-fopenmp"] + san,
         define_macros=define_macros,
     )
     if with_cuda:
@@ -138,6 +143,7 @@ def _extension():
         f"  CUDA_HOME        {_cuda_home or '-'}\n"
         f"  arch list        {arch}\n"
         f"  optimisation     {' '.join(opt)}\n"
+        f"  sanitizers       {sanitize or '-'}\n"
         f"  sources          {' '.join(ext.sources)}",
         flush=True,
     )
