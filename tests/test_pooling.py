@@ -1890,3 +1890,37 @@ def test_avg_pool_saves_nothing(device, op):
     assert _nbytes(saved_torch) >= x.numel() * 4
     (gx,) = torch.autograd.grad(out, x, torch.ones_like(out))
     assert gx.shape == x.shape and (gx > 0).any()
+
+
+# --------------------------------------------------------------------------- threads
+
+
+@requires_native
+def test_concurrent_calls_from_threads():
+    """Forward and backward from several Python threads at once give each thread torch's result."""
+    import concurrent.futures
+
+    def work(seed: int) -> bool:
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(4, 8, 23, 19, generator=gen, dtype=torch.float64)
+        if seed % 2:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ok = True
+        # float64, |x| < ~6 and |g| < ~6, at most 9 (+ overlap) terms per sum in another order than
+        # torch's: rounding differences stay below 1e-14; a race would show as O(1) errors.
+        for _ in range(5):
+            a = x.clone().requires_grad_()
+            b = x.clone().requires_grad_()
+            ya = d2l_ext.functional.max_pool2d(a, 3, 2, 1) + d2l_ext.functional.avg_pool2d(a, 3, 2, 1)
+            yb = torch.nn.functional.max_pool2d(b, 3, 2, 1) + torch.nn.functional.avg_pool2d(b, 3, 2, 1)
+            g = torch.randn(ya.shape, generator=gen, dtype=torch.float64)
+            ya.backward(g)
+            yb.backward(g)
+            ok &= torch.allclose(ya, yb, rtol=0, atol=1e-13) and torch.allclose(
+                a.grad, b.grad, rtol=0, atol=1e-13
+            )
+        return ok
+
+    with d2l_ext.use_backend("native"), concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(work, range(8)))
+    assert all(results), results
