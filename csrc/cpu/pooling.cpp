@@ -267,6 +267,44 @@ inline void max_tap_runs(const T* src, int stride, int n, int here, T* best, int
   max_tap_run<kStride>(src, stride, n, here, best, code);
 }
 
+// Interior outputs [ia, ib) of one output row, float32, eight at a time with
+// the running max and code in registers across all the window's taps (the
+// tap-run loop re-reads them from memory for every tap). The last block
+// overlaps the one before (recomputed from scratch: same values). Needs
+// ib - ia >= 8.
+inline void max_blocks8(const float* xp, int64_t plane, int W, int hb, int hl, int hh, int dh, const int* wbase,
+                        int ia, int ib, int sw, int dw, int TW, float* best, int32_t* code) {
+  const v8i first = v8i{} + first_code(hl, hh, 0, TW, TW);
+  for (int j = ia;; j += 8) {
+    if (j + 8 > ib) j = ib - 8;
+    v8f b = v8f{} - std::numeric_limits<float>::infinity();
+    v8i c = first;
+    for (int t = hl; t < hh; ++t) {
+      const float* row = xp + static_cast<int64_t>(hb + t * dh) * W + wbase[j];
+      for (int u = 0; u < TW; ++u) {
+        const float* src = row + u * dw;
+        v8f v;
+        if (sw == 1) {
+          std::memcpy(&v, src, sizeof v);
+        } else if (sw == 2 && (src - xp) + 16 <= plane) {
+          v8f lo, hi;
+          std::memcpy(&lo, src, sizeof lo);
+          std::memcpy(&hi, src + 8, sizeof hi);
+          v = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
+        } else {
+          for (int k = 0; k < 8; ++k) v[k] = src[static_cast<int64_t>(k) * sw];
+        }
+        const v8i take = (v > b) | (v != v);  // torch's rule: a larger value or a NaN wins
+        b = take ? v : b;
+        c = take ? v8i{} + (t * TW + u) : c;
+      }
+    }
+    std::memcpy(best + j, &b, sizeof b);
+    std::memcpy(code + j, &c, sizeof c);
+    if (j + 8 >= ib) break;
+  }
+}
+
 template <typename T>
 inline void max_window(const T* xp, int W, int hb, int hl, int hh, int dh, int wb, int wl, int wh, int dw, int TW,
                        T& best_out, int& code_out) {
@@ -320,7 +358,15 @@ void max_forward_nchw(const Geometry& g, const T* x, T* y, Off* off) {
           max_window(xp, W, hb, hl, hh, dh, g.tw.base[ow], g.tw.lo[ow], g.tw.hi[ow], dw, TW, best[ow], c);
           code[ow] = c;
         }
-        if (ib > ia) {
+        bool blocked = false;
+        if constexpr (std::is_same_v<T, float>) {
+          if (ib - ia >= 8) {
+            max_blocks8(xp, static_cast<int64_t>(H) * W, W, hb, hl, hh, dh, g.tw.base.data(), ia, ib, sw, dw, TW,
+                        best.data(), code.data());
+            blocked = true;
+          }
+        }
+        if (ib > ia && !blocked) {
           const int n = ib - ia, first = first_code(hl, hh, 0, TW, TW);
           std::fill(best.begin() + ia, best.begin() + ib, lowest<T>());
           std::fill(code.begin() + ia, code.begin() + ib, first);
