@@ -174,6 +174,20 @@ def _tuple(name: str, value, n: int, op: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _pool_window(op: str, dims: int, kernel_size, stride, padding, dilation):
+    """(kernel, stride, padding, dilation) as pairs for the 2-D kernels: ints or
+    sequences of ``dims`` ints; stride None (or empty) means the kernel size; a
+    1-D window becomes (1, k) over an H = 1 input."""
+    k = _tuple("kernel_size", kernel_size, dims, op)
+    empty = stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0)
+    s = k if empty else _tuple("stride", stride, dims, op)
+    p = _tuple("padding", padding, dims, op)
+    d = _tuple("dilation", dilation, dims, op)
+    if dims == 1:
+        return (1, *k), (1, *s), (0, *p), (1, *d)
+    return k, s, p, d
+
+
 def _pool_input(op: str, input: Tensor, dims: int, empty_channels: bool = False) -> tuple[Tensor, bool]:
     """(N, C, H, W) view of a pooling input with ``dims`` spatial dims, and whether it was unbatched.
     ``empty_channels``: C = 0 is allowed (adaptive average pooling, as torch)."""
@@ -275,16 +289,7 @@ def _max_pool(
     if input.dtype == torch.bool or input.is_complex():
         raise NotImplementedError(f"\"{op}\" not implemented for '{input.dtype}'")
     x, unbatched = _pool_input(op, input, dims)
-    k = _tuple("kernel_size", kernel_size, dims, op)
-    s = (
-        k
-        if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0)
-        else _tuple("stride", stride, dims, op)
-    )
-    p = _tuple("padding", padding, dims, op)
-    d = _tuple("dilation", dilation, dims, op)
-    if dims == 1:
-        k, s, p, d = (1, *k), (1, *s), (0, *p), (1, *d)
+    k, s, p, d = _pool_window(op, dims, kernel_size, stride, padding, dilation)
     _check_pool_window(op, x, k, s, p, d, ceil_mode)
     if _native_pool(x, integer_ok=True):
         out, offset = torch.ops.d2l_ext.max_pool2d(_cpu_float(x), k, s, p, d, ceil_mode)
@@ -350,15 +355,7 @@ def _avg_pool(op, input, dims, kernel_size, stride, padding, ceil_mode, count_in
     if dims == 2 and input.dim() < 3:  # torch indexes dim -3 before checking the rank
         raise IndexError(f"Dimension out of range (expected to be in range of [-2, 1], but got -3) ({op})")
     x, unbatched = _pool_input(op, input, dims)
-    k = _tuple("kernel_size", kernel_size, dims, op)
-    s = (
-        k
-        if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0)
-        else _tuple("stride", stride, dims, op)
-    )
-    p = _tuple("padding", padding, dims, op)
-    if dims == 1:
-        k, s, p = (1, *k), (1, *s), (0, *p)
+    k, s, p, _ = _pool_window(op, dims, kernel_size, stride, padding, 1)
     if divisor_override is not None and divisor_override == 0:
         raise RuntimeError("divisor must be not zero")
     if not x.is_floating_point() and x.dtype != torch.long:

@@ -235,3 +235,16 @@ def assert_close_lowp(
         actual.float(), expected, rtol=rtol, atol=atol, equal_nan=True,
         msg=lambda m: f"{msg}\n{m}",
     )
+
+
+def saved_tensors(fn, *args, **kwargs):
+    """(fn(*args, **kwargs), the tensors its autograd graph saved for backward)."""
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*args, **kwargs)
+    return out, saved

@@ -33,6 +33,7 @@ from .conftest import (
     assert_close_lowp,
     error_magnitudes,
     requires_native,
+    saved_tensors,
     skip_unless_native_kernels,
     tolerances,
 )
@@ -824,18 +825,6 @@ def test_torch_compile_fullgraph_prob_targets(device, backend_name):
 # --------------------------------------------------------------------------- memory
 
 
-def _saved_tensors(fn, *args, **kwargs):
-    saved = []
-
-    def pack(t):
-        saved.append(t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = fn(*args, **kwargs)
-    return loss, saved
-
-
 @requires_native
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
@@ -851,7 +840,7 @@ def test_native_saves_only_lse_for_backward(device, weighted, kind):
     w = make_weight(c, torch.float32, device) if weighted else None
 
     with d2l_ext.use_backend("native"):
-        loss, saved = _saved_tensors(D.cross_entropy, x, t, weight=w, label_smoothing=0.1)
+        loss, saved = saved_tensors(D.cross_entropy, x, t, weight=w, label_smoothing=0.1)
     torch.autograd.grad(loss, x)  # and they are enough for backward
 
     def same(a, b):  # the caller's tensor itself, not a copy
@@ -872,7 +861,7 @@ def test_native_saves_only_lse_for_backward(device, weighted, kind):
     assert float(total_weight) == pytest.approx(expected_total, rel=1e-6)
 
     # torch keeps an extra (N, C) tensor: the log-softmax
-    _, saved_torch = _saved_tensors(F.cross_entropy, x, t, weight=w, label_smoothing=0.1)
+    _, saved_torch = saved_tensors(F.cross_entropy, x, t, weight=w, label_smoothing=0.1)
     extra = [s for s in saved_torch if not (same(s, x) or same(s, t) or same(s, w))]
     assert any(tuple(s.shape) == (n, c) for s in extra), [tuple(s.shape) for s in saved_torch]
     assert sum(s.numel() for s in extra) >= n * c

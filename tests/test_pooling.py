@@ -36,6 +36,7 @@ from .conftest import (
     assert_close,
     assert_close_lowp,
     requires_native,
+    saved_tensors,
     skip_unless_native_kernels,
 )
 
@@ -1821,18 +1822,6 @@ def test_module_is_a_drop_in(backend, device, dtype, case):
 # --------------------------------------------------------------------------- memory
 
 
-def _saved_tensors(fn, *args, **kwargs):
-    saved = []
-
-    def pack(t):
-        saved.append(t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn(*args, **kwargs)
-    return out, saved
-
-
 def _nbytes(ts) -> int:
     return sum(t.numel() * t.element_size() for t in ts)
 
@@ -1855,11 +1844,11 @@ def test_max_pool_saves_one_byte_per_output(device, op, layout):
     shape, kwargs = MEMORY_CASES[op]
     x = build_input(shape, layout, torch.float32, device, kind="perm").requires_grad_()
     with d2l_ext.use_backend("native"):
-        out, saved = _saved_tensors(OPS[op].ours, x, **kwargs)
+        out, saved = saved_tensors(OPS[op].ours, x, **kwargs)
     assert [s.dtype for s in saved] == [torch.uint8], [(s.dtype, tuple(s.shape)) for s in saved]
     assert saved[0].numel() == out.numel()
     assert _nbytes(saved) == out.numel()
-    ref, saved_torch = _saved_tensors(OPS[op].torch, x, **kwargs)
+    ref, saved_torch = saved_tensors(OPS[op].torch, x, **kwargs)
     assert any(s.dtype == torch.int64 and s.numel() == ref.numel() for s in saved_torch)
     assert _nbytes(saved_torch) >= x.numel() * 4 + 8 * ref.numel()
     assert 8 * _nbytes(saved) <= _nbytes(saved_torch) - x.numel() * 4
@@ -1884,9 +1873,9 @@ def test_avg_pool_saves_nothing(device, op):
     x = make_input((2, 3, 8, 8) if spec.dims == 2 else (2, 3, 16), torch.float32, device).requires_grad_()
     kwargs = dict(output_size=3) if spec.adaptive else dict(kernel_size=3, stride=2, padding=1)
     with d2l_ext.use_backend("native"):
-        out, saved = _saved_tensors(spec.ours, x, **kwargs)
+        out, saved = saved_tensors(spec.ours, x, **kwargs)
     assert saved == []
-    _, saved_torch = _saved_tensors(spec.torch, x, **kwargs)
+    _, saved_torch = saved_tensors(spec.torch, x, **kwargs)
     assert _nbytes(saved_torch) >= x.numel() * 4
     (gx,) = torch.autograd.grad(out, x, torch.ones_like(out))
     assert gx.shape == x.shape and (gx > 0).any()

@@ -138,6 +138,10 @@ inline void max_tap_run(const T* src, int stride, int n, int here, T* best, int3
   }
 }
 
+// GCC vector types (8 x float32, 8 x int32) for the float32 fast paths.
+typedef float v8f __attribute__((vector_size(32)));
+typedef int v8i __attribute__((vector_size(32)));
+
 // Max of n contiguous values with torch's tie rules (first maximum, last
 // NaN), as (value, index); index -1 when no value beats -inf (the caller keeps
 // its default). Eight interleaved lanes, merged at the end, so that wide
@@ -155,8 +159,6 @@ inline void max_scan(const T* row, int n, T& best_out, int& idx_out) {
   if constexpr (std::is_same_v<T, float>) {
     // GCC vector extensions: one 8-float register per lane set, whatever the
     // target (the compiler left the plain loop scalar).
-    typedef float v8f __attribute__((vector_size(32)));
-    typedef int v8i __attribute__((vector_size(32)));
     v8f vb;
     v8i vk;
     std::memcpy(&vb, b, sizeof vb);
@@ -214,59 +216,6 @@ constexpr int kWideWindow = 16;
 // outputs again, overlapping the previous run. A tap seen twice by an output
 // changes nothing (a value never beats itself; a NaN re-takes with the same
 // code), so no scalar tail runs; short rows (AlexNet's 12-wide) gain most.
-// Eight outputs of one max tap, float32, in GCC vector registers (the
-// compiler scalarises a fixed 8-iteration loop otherwise).
-typedef float v8f __attribute__((vector_size(32)));
-typedef int v8i __attribute__((vector_size(32)));
-
-template <int kStride>
-inline void max_tap8(const float* src, int stride, int here, float* best, int32_t* code) {
-  v8f v;
-  if constexpr (kStride == 1) {
-    std::memcpy(&v, src, sizeof v);
-  } else if constexpr (kStride == 2) {
-    v8f a, b;
-    std::memcpy(&a, src, sizeof a);
-    std::memcpy(&b, src + 8, sizeof b);  // reads src[15], one past the last output's tap: see max_tap_runs
-    v = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
-  } else {
-    for (int j = 0; j < 8; ++j) v[j] = src[static_cast<int64_t>(j) * stride];
-  }
-  v8f b;
-  v8i c;
-  std::memcpy(&b, best, sizeof b);
-  std::memcpy(&c, code, sizeof c);
-  const v8i take = (v > b) | (v != v);
-  b = take ? v : b;
-  c = take ? v8i{} + here : c;
-  std::memcpy(best, &b, sizeof b);
-  std::memcpy(code, &c, sizeof c);
-}
-
-// max_tap_run over a row of n outputs. float32 runs 8 outputs at a time, then
-// (n >= 8) the last 8 again, overlapping: a tap seen twice by an output
-// changes nothing (a value never beats itself; a NaN re-takes with the same
-// code), so no scalar tail runs and short rows (AlexNet's 12-wide) gain most.
-template <int kStride, typename T>
-inline void max_tap_runs(const T* src, int stride, int n, int here, T* best, int32_t* code, int64_t readable) {
-  constexpr int L = 8;
-  const int s = kStride > 0 ? kStride : stride;
-  // Stride 2 loads 16 floats for 8 outputs: one more than the last tap needs.
-  const bool fits = kStride != 2 || static_cast<int64_t>(n - 1) * s + 2 <= readable;
-  if constexpr (std::is_same_v<T, float>) {
-    if (n >= L && fits) {
-      int i = 0;
-      for (; i + L <= n; i += L) max_tap8<kStride>(src + static_cast<int64_t>(i) * s, stride, here, best + i, code + i);
-      if (i < n) {
-        const int j = n - L;
-        max_tap8<kStride>(src + static_cast<int64_t>(j) * s, stride, here, best + j, code + j);
-      }
-      return;
-    }
-  }
-  max_tap_run<kStride>(src, stride, n, here, best, code);
-}
-
 // Interior outputs [ia, ib) of one output row, float32, eight at a time with
 // the running max and code in registers across all the window's taps (the
 // tap-run loop re-reads them from memory for every tap). The last block
@@ -375,14 +324,12 @@ void max_forward_nchw(const Geometry& g, const T* x, T* y, Off* off) {
             for (int u = 0; u < TW; ++u) {
               const T* src = row + u * dw;
               const int here = t * TW + u;
-              // Elements from src to the end of the input plane.
-              const int64_t readable = static_cast<int64_t>(H) * W - (src - xp);
               if (sw == 1) {
-                max_tap_runs<1>(src, sw, n, here, best.data() + ia, code.data() + ia, readable);
+                max_tap_run<1>(src, sw, n, here, best.data() + ia, code.data() + ia);
               } else if (sw == 2) {
-                max_tap_runs<2>(src, sw, n, here, best.data() + ia, code.data() + ia, readable);
+                max_tap_run<2>(src, sw, n, here, best.data() + ia, code.data() + ia);
               } else {
-                max_tap_runs<0>(src, sw, n, here, best.data() + ia, code.data() + ia, readable);
+                max_tap_run<0>(src, sw, n, here, best.data() + ia, code.data() + ia);
               }
             }
           }

@@ -17,12 +17,7 @@ namespace d2l_ext {
 namespace {
 
 // A few waves of blocks; the kernels loop over the remaining rows.
-int max_blocks() {
-  int device = 0, sms = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return sms * 32;
-}
+int max_blocks() { return cuda::multiprocessor_count() * 32; }
 
 // Skipping the target check saves a device-to-host sync per forward; then a
 // bad class index makes that row's loss NaN instead of raising.

@@ -24,11 +24,6 @@
 namespace d2l_ext::cuda {
 namespace {
 
-template <typename T>
-struct AccOf { using type = float; };
-template <>
-struct AccOf<double> { using type = double; };
-
 __device__ __forceinline__ float exp_acc(float x) { return expf(x); }
 __device__ __forceinline__ double exp_acc(double x) { return exp(x); }
 __device__ __forceinline__ float log_acc(float x) { return logf(x); }
@@ -369,16 +364,6 @@ Args<scalar_t, typename AccOf<scalar_t>::type> to_args(const CEKernelArgs& a) {
   return p;
 }
 
-// Calls fn(scalar_t{}) for the run-time dtype.
-template <typename Fn>
-void dispatch(DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case DType::Float: fn(float{}); break;
-    case DType::Double: fn(double{}); break;
-    case DType::Half: fn(c10::Half{}); break;
-    case DType::BFloat16: fn(c10::BFloat16{}); break;
-  }
-}
 
 }  // namespace
 

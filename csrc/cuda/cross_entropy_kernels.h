@@ -11,7 +11,7 @@
 
 #include <cstdint>
 
-#include "dtype.h"
+#include "common.h"
 
 namespace d2l_ext::cuda {
 

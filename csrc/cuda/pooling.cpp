@@ -8,7 +8,7 @@
 #include <torch/library.h>
 
 #include "../pooling_ops.h"
-#include "dtype.h"
+#include "common.h"
 #include "pooling_kernels.h"
 
 namespace d2l_ext {
@@ -21,9 +21,6 @@ struct CudaPool {
   }
 
   static cuda::PoolKernelArgs kernel_args(const PoolArgs& a, const at::Tensor& t) {
-    int device = 0, sms = 0;
-    C10_CUDA_CHECK(cudaGetDevice(&device));
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     return {cuda::dtype_of(t, "d2l_ext pooling"),
             a.N,
             a.C,
@@ -33,7 +30,7 @@ struct CudaPool {
             a.include_pad,
             a.divisor_override,
             a.offset_u8,
-            sms * 16};
+            cuda::multiprocessor_count() * 16};
   }
 
   static void max_forward(const PoolArgs& a, const at::Tensor& x, at::Tensor& y, at::Tensor& off) {

@@ -9,8 +9,6 @@
 // can hold it and sums their gradients (max: only where the output's offset
 // names this element) in float32 (float64 for double), then writes once: no
 // atomics, no zero-fill pass, deterministic.
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
 #include <cuda_runtime.h>
 
 #include <limits>
@@ -20,11 +18,6 @@
 
 namespace d2l_ext::cuda {
 namespace {
-
-template <typename T>
-struct AccOf { using type = float; };
-template <>
-struct AccOf<double> { using type = double; };
 
 constexpr int kThreads = 256;
 
@@ -185,17 +178,6 @@ __global__ void avg_backward_kernel(PoolKernelArgs a, const T* __restrict__ gy, 
   }
 }
 
-template <typename Fn>
-cudaError_t dispatch(DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case DType::Float: fn(float{}); break;
-    case DType::Double: fn(double{}); break;
-    case DType::Half: fn(c10::Half{}); break;
-    case DType::BFloat16: fn(c10::BFloat16{}); break;
-  }
-  return cudaGetLastError();
-}
-
 unsigned blocks_for(int64_t total, int max_blocks) {
   const int64_t want = (total + kThreads - 1) / kThreads;
   return static_cast<unsigned>(want < max_blocks ? want : max_blocks);
@@ -210,7 +192,7 @@ bool fits_int32(int64_t total) { return total <= std::numeric_limits<int32_t>::m
 cudaError_t launch_max_pool_forward(const PoolKernelArgs& a, const void* x, void* y, void* offset,
                                     cudaStream_t stream) {
   const int64_t total = a.N * a.C * a.h.out * a.w.out;
-  return dispatch(a.dtype, [&](auto zero) {
+  dispatch(a.dtype, [&](auto zero) {
     using T = decltype(zero);
     auto launch = [&](auto off_zero, auto idx_zero) {
       using Off = decltype(off_zero);
@@ -224,11 +206,12 @@ cudaError_t launch_max_pool_forward(const PoolKernelArgs& a, const void* x, void
       fits_int32(total) ? launch(int32_t{}, int32_t{}) : launch(int32_t{}, int64_t{});
     }
   });
+  return cudaGetLastError();
 }
 
 cudaError_t launch_avg_pool_forward(const PoolKernelArgs& a, const void* x, void* y, cudaStream_t stream) {
   const int64_t total = a.N * a.C * a.h.out * a.w.out;
-  return dispatch(a.dtype, [&](auto zero) {
+  dispatch(a.dtype, [&](auto zero) {
     using T = decltype(zero);
     const unsigned blocks = blocks_for(total, a.max_blocks);
     if (fits_int32(total)) {
@@ -237,13 +220,14 @@ cudaError_t launch_avg_pool_forward(const PoolKernelArgs& a, const void* x, void
       avg_forward_kernel<T, int64_t><<<blocks, kThreads, 0, stream>>>(a, static_cast<const T*>(x), static_cast<T*>(y));
     }
   });
+  return cudaGetLastError();
 }
 
 cudaError_t launch_max_pool_backward(const PoolKernelArgs& a, const void* gy, const void* offset, void* gx,
                                      cudaStream_t stream) {
   const int64_t total = a.N * a.C * a.h.in * a.w.in;
   const int64_t out_total = a.N * a.C * a.h.out * a.w.out;
-  return dispatch(a.dtype, [&](auto zero) {
+  dispatch(a.dtype, [&](auto zero) {
     using T = decltype(zero);
     auto launch = [&](auto off_zero, auto idx_zero) {
       using Off = decltype(off_zero);
@@ -258,12 +242,13 @@ cudaError_t launch_max_pool_backward(const PoolKernelArgs& a, const void* gy, co
       small ? launch(int32_t{}, int32_t{}) : launch(int32_t{}, int64_t{});
     }
   });
+  return cudaGetLastError();
 }
 
 cudaError_t launch_avg_pool_backward(const PoolKernelArgs& a, const void* gy, void* gx, cudaStream_t stream) {
   const int64_t total = a.N * a.C * a.h.in * a.w.in;
   const int64_t out_total = a.N * a.C * a.h.out * a.w.out;
-  return dispatch(a.dtype, [&](auto zero) {
+  dispatch(a.dtype, [&](auto zero) {
     using T = decltype(zero);
     const unsigned blocks = blocks_for(total, a.max_blocks);
     if (fits_int32(total) && fits_int32(out_total)) {
@@ -272,6 +257,7 @@ cudaError_t launch_avg_pool_backward(const PoolKernelArgs& a, const void* gy, vo
       avg_backward_kernel<T, int64_t><<<blocks, kThreads, 0, stream>>>(a, static_cast<const T*>(gy), static_cast<T*>(gx));
     }
   });
+  return cudaGetLastError();
 }
 
 }  // namespace d2l_ext::cuda

@@ -9,7 +9,7 @@
 #include <cstdint>
 
 #include "../pooling.h"
-#include "dtype.h"
+#include "common.h"
 
 namespace d2l_ext::cuda {
 
