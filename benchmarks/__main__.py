@@ -9,6 +9,7 @@ with ``--quick``, so a smoke test never overwrites real numbers).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -60,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default: {DEFAULT_OUT})"
     )
+    parser.add_argument(
+        "--min-run-time", type=float, default=None, metavar="S",
+        help="seconds each timing runs at least (default 1.0; a GPU is steady at 0.3)",
+    )
     parser.add_argument("--list", action="store_true", help="list the registered benchmarks")
     args = parser.parse_args(argv)
 
@@ -81,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                     case.timing = QUICK_TIMING
                     for impl in case.impls:
                         impl.timing = None
+            elif args.min_run_time is not None:
+                for case in cases:
+                    case.timing = dataclasses.replace(
+                        case.timing,
+                        min_run_time=args.min_run_time,
+                        max_run_time=max(case.timing.max_run_time, args.min_run_time),
+                    )
             info = machine_info(device)
             op_start, cpu_start = time.perf_counter(), cpu_snapshot()
             print(f"{op} on {device}: {len(cases)} cases", file=sys.stderr, flush=True)

@@ -1,53 +1,82 @@
 #!/usr/bin/env bash
-# Everything a lent GPU machine should run, in one go: build with CUDA, run the
-# whole test suite (CUDA cases included), the CUDA benchmarks and the check
-# table. Results go to $OUT (or ./gpu-out). Usage: bash scripts/gpu_check.sh
+# Everything a lent GPU machine should run, in one go: build with CUDA, probe
+# C++ exceptions from the ops, run the CUDA tests, the check table, the CUDA
+# benchmarks and compute-sanitizer. Results go to $OUT (or ./gpu-out), at most
+# 8 files (the device tool's limit). Usage: bash scripts/gpu_check.sh
+# Knobs: TEST_FILTER (pytest -k, default "cuda"), BENCH_OPS, TEST_TIMEOUT,
+# BENCH_TIMEOUT, SANITIZER_TIMEOUT, WITH_CMAKE=1 (LibTorch build + ctest).
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$REPO/gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 cd "$REPO"
-{
-  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-  python3 -c "import torch,sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
-  nvcc --version | tail -2
-} 2>&1 | tee "$OUT/machine.txt"
+LOG="$OUT/log.txt"
+exec > >(tee -a "$LOG") 2>&1
+t0=$(date +%s)
+stamp() { echo "[+$(( $(date +%s) - t0 ))s] $*"; }
 
-echo "== build"
-start=$(date +%s)
-MAX_JOBS=16 FORCE_CUDA=1 python3 -m pip install --no-build-isolation --no-deps -v . > "$OUT/build.log" 2>&1
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+python3 -c "import torch,sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
+nvcc --version | tail -2
+for c in gcc g++ c++ /opt/gcc/bin/g++; do command -v $c >/dev/null && echo "$c: $($c --version | head -1)"; done
+
+# The system g++ by default: a build with the image's /opt/gcc toolchain made
+# every C++ exception out of the CUDA op segfault the process (benchmarks/NOTES.md).
+export CC=${CC:-gcc} CXX=${CXX:-g++}
+stamp "== build (CC=$CC CXX=$CXX)"
+MAX_JOBS=16 FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} \
+  python3 -m pip install --no-build-isolation --no-deps -v . > "$OUT/build.log" 2>&1
 rc=$?
-echo "build rc=$rc in $(( $(date +%s) - start ))s"; grep -A8 "d2l_ext build configuration" "$OUT/build.log" || true
+stamp "build rc=$rc"; grep -A8 "d2l_ext build configuration" "$OUT/build.log" || true
 [ $rc -eq 0 ] || { tail -40 "$OUT/build.log"; exit 1; }
-
+grep -iE "warning" "$OUT/build.log" | grep -v -i "deprecat" | head -10
 # The installed package carries _C; put a copy beside the sources too, so that
-# running from the tree (python -m benchmarks) imports the same build.
+# running from the tree (python -m benchmarks, pytest) imports the same build.
 so=$(cd /tmp && python3 -c "import d2l_ext._C as c; print(c.__file__)") && cp "$so" "$REPO/d2l_ext/"
 python3 -c "import d2l_ext; print('backend', d2l_ext.backend(), 'cuda kernels', d2l_ext.has_cuda_kernels())"
 
-echo "== tests"
-xdist=""; python3 -c "import xdist" 2>/dev/null && xdist="-n 8"
-timeout 300 python3 -m pytest -q -p no:cacheprovider $xdist tests -k "${TEST_FILTER:-cuda}" \
-  --junitxml="$OUT/tests.xml" > "$OUT/tests.txt" 2>&1
-echo "tests rc=$?"; grep -E "passed|failed|FAILED|Error" "$OUT/tests.txt" | tail -25
+stamp "== exception probe (each in its own process; rc -11 = segfault)"
+for dev in cpu cuda; do
+  python3 - "$dev" <<'PY'
+import sys, torch, d2l_ext  # noqa: F401
+dev = sys.argv[1]
+x = torch.randn(4, 5, device=dev)
+for name, call in [
+    ("cross_entropy bad reduction", lambda: torch.ops.d2l_ext.cross_entropy(x, torch.zeros(4, dtype=torch.long, device=dev), None, 7, -100, 0.0)),
+    ("max_pool2d 2-D input", lambda: torch.ops.d2l_ext.max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False)),
+]:
+    try:
+        call(); print(dev, name, "-> no exception")
+    except Exception as e:
+        print(dev, name, "->", type(e).__name__, str(e).splitlines()[0][:100])
+PY
+  echo "probe $dev rc=$?"
+done
 
-echo "== check"
-python3 -m d2l_ext.cli check --device cuda 2>&1 | tee "$OUT/check.txt"
+stamp "== tests"
+xdist=""; python3 -c "import xdist" 2>/dev/null && xdist="-n 12"
+timeout ${TEST_TIMEOUT:-200} python3 -m pytest -q -p no:cacheprovider $xdist tests -k "${TEST_FILTER:-cuda}" \
+  > "$OUT/tests.txt" 2>&1
+stamp "tests rc=$?"; grep -E "passed|failed|FAILED|Error|crashed" "$OUT/tests.txt" | tail -30
 
-echo "== benchmarks"
-timeout 240 python3 -m benchmarks ${BENCH_OPS:-} --device cuda --out "$OUT" 2>&1 | tail -30
+stamp "== check"
+timeout 60 python3 -m d2l_ext.cli check --device cuda 2>&1
 
-if [ -n "${SKIP_CMAKE:-}" ]; then echo "== CMake skipped"; else
-echo "== LibTorch (CMake) build with CUDA + ctest"
-P=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
-timeout 200 bash -c "cmake -S . -B /tmp/cmb -G Ninja -DCMAKE_PREFIX_PATH=$P -DD2L_EXT_WITH_CUDA=ON > $OUT/cmake.log 2>&1 \
-  && cmake --build /tmp/cmb -j16 >> $OUT/cmake.log 2>&1 && ctest --test-dir /tmp/cmb --output-on-failure" 2>&1 | tail -8
-fi
+stamp "== benchmarks"
+timeout ${BENCH_TIMEOUT:-170} python3 -m benchmarks ${BENCH_OPS:-pooling} --device cuda --min-run-time ${BENCH_MIN_RUN:-0.3} --out "$OUT" 2>&1 | tail -40
 
-echo "== compute-sanitizer memcheck on native CUDA tests"
-timeout ${SANITIZER_TIMEOUT:-150} compute-sanitizer --tool memcheck --error-exitcode 9 \
-  python3 -m pytest -q -x -p no:cacheprovider tests/test_cross_entropy.py \
-  -k "cuda and native and (test_matches_torch or test_empty_batch or test_many_classes) and not bfloat16" \
+stamp "== compute-sanitizer memcheck on native CUDA value tests"
+timeout ${SANITIZER_TIMEOUT:-75} compute-sanitizer --tool memcheck --error-exitcode 9 \
+  python3 -m pytest -q -x -p no:cacheprovider tests/test_pooling.py \
+  -k "cuda and native and float32 and (test_matches_torch or test_zero_batch)" \
   > "$OUT/memcheck.txt" 2>&1
-echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|passed|failed" "$OUT/memcheck.txt" | tail -5
+stamp "memcheck rc=$?"; grep -E "ERROR SUMMARY|passed|failed|=========" "$OUT/memcheck.txt" | head -12
+
+if [ -n "${WITH_CMAKE:-}" ]; then
+stamp "== LibTorch (CMake) build with CUDA + ctest"
+P=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+timeout 200 bash -c "cmake -S . -B /tmp/cmb -G Ninja -DCMAKE_PREFIX_PATH=$P -DD2L_EXT_WITH_CUDA=ON > /tmp/cmake.log 2>&1 \
+  && cmake --build /tmp/cmb -j16 >> /tmp/cmake.log 2>&1 && ctest --test-dir /tmp/cmb --output-on-failure" 2>&1 | tail -8
+fi
+stamp "done"
