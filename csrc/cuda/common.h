@@ -37,14 +37,14 @@ void dispatch(DType dtype, Fn&& fn) {
   }
 }
 #else
-inline DType dtype_of(const at::Tensor& t, const char* op) {
+inline DType dtype_of(const at::Tensor& t, const char* op, const char* name = "input") {
   switch (t.scalar_type()) {
     case at::kFloat: return DType::Float;
     case at::kDouble: return DType::Double;
     case at::kHalf: return DType::Half;
     case at::kBFloat16: return DType::BFloat16;
     default:
-      TORCH_CHECK(false, op, ": the CUDA kernels take float32, float64, float16 and bfloat16 tensors, got ",
+      TORCH_CHECK(false, op, ": ", name, " must be float32, float64, float16 or bfloat16 for the CUDA kernels, got ",
                   t.scalar_type());
   }
   return DType::Float;  // not reached

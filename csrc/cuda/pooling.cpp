@@ -17,7 +17,7 @@ namespace {
 struct CudaPool {
   static void check(const char* op, const at::Tensor& t, const char* name, PoolKind /*kind*/) {
     TORCH_CHECK(t.is_cuda(), op, " (CUDA kernel): ", name, " must be a CUDA tensor, got ", t.device());
-    cuda::dtype_of(t, op);  // float32, float64, float16, bfloat16 for every op
+    cuda::dtype_of(t, op, name);  // float32, float64, float16, bfloat16 for every op
   }
 
   static cuda::PoolKernelArgs kernel_args(const PoolArgs& a, const at::Tensor& t) {
