@@ -21,9 +21,10 @@ python3 -c "import torch,sys; print('python', sys.version.split()[0], 'torch', t
 nvcc --version | tail -2
 for c in gcc g++ c++ /opt/gcc/bin/g++; do command -v $c >/dev/null && echo "$c: $($c --version | head -1)"; done
 
-# The system g++ by default: a build with the image's /opt/gcc toolchain made
+# The system g++, not the image's CC/CXX (/opt/gcc wrappers): their build links
+# libstdc++ statically (ldd shows none) and
 # every C++ exception out of the CUDA op segfault the process (benchmarks/NOTES.md).
-export CC=${CC:-gcc} CXX=${CXX:-g++}
+export CC=${D2L_CC:-gcc} CXX=${D2L_CXX:-g++}
 stamp "== build (CC=$CC CXX=$CXX)"
 MAX_JOBS=16 FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} \
   python3 -m pip install --no-build-isolation --no-deps -v . > "$OUT/build.log" 2>&1

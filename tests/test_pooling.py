@@ -71,33 +71,31 @@ class Op(NamedTuple):
     adaptive: bool
 
 
-def _on_cpu_when_cuda_channels_last(fn: Callable) -> Callable:
-    """torch's ``fn`` as the reference, run on the CPU for a channels-last CUDA
-    input (same maths; ``.cpu()``/``.to()`` keep the layout, and the gradient
-    flows back to the input in channels-last). torch's channels-last CUDA
-    pooling kernels are the ones with known defects: avg_pool2d's backward
-    ignores the padding (pytorch/pytorch#188344, fixed by PR #188345; seen with
-    torch 2.11 on an H200), and max_pool2d in float64 stopped with "misaligned
-    address" there (benchmarks/NOTES.md)."""
+def _on_cpu_when_cuda(fn: Callable) -> Callable:
+    """torch's average pooling ``fn`` as the reference, run on the CPU for a
+    CUDA input (same maths; ``.cpu()``/``.to()`` keep the layout, and the
+    gradient flows back to the input in its layout). torch's CUDA backward of
+    a channels-last (NHWC) input ignores the padding (pytorch/pytorch#188344,
+    fixed by PR #188345; seen with torch 2.11 on an H200), and torch picks its
+    NHWC kernel also for inputs that are only ambiguously channels-last (a
+    transposed (1, 1, L) signal in avg_pool1d, say), so the CPU is used for
+    every CUDA input rather than a layout rule."""
 
     def reference(x: torch.Tensor, *args, **kwargs):
-        if x.is_cuda and x.dim() == 4 and x.is_contiguous(memory_format=CL):
-            res = fn(x.cpu(), *args, **kwargs)
-            if isinstance(res, tuple):
-                return tuple(t.to(x.device) for t in res)
-            return res.to(x.device)
+        if x.is_cuda:
+            return fn(x.cpu(), *args, **kwargs).to(x.device)
         return fn(x, *args, **kwargs)
 
     return reference
 
 
 OPS = {
-    "max_pool2d": Op(D.max_pool2d, _on_cpu_when_cuda_channels_last(F.max_pool2d), 2, True, False),
-    "avg_pool2d": Op(D.avg_pool2d, _on_cpu_when_cuda_channels_last(F.avg_pool2d), 2, False, False),
+    "max_pool2d": Op(D.max_pool2d, F.max_pool2d, 2, True, False),
+    "avg_pool2d": Op(D.avg_pool2d, _on_cpu_when_cuda(F.avg_pool2d), 2, False, False),
     "adaptive_max_pool2d": Op(D.adaptive_max_pool2d, F.adaptive_max_pool2d, 2, True, True),
     "adaptive_avg_pool2d": Op(D.adaptive_avg_pool2d, F.adaptive_avg_pool2d, 2, False, True),
     "max_pool1d": Op(D.max_pool1d, F.max_pool1d, 1, True, False),
-    "avg_pool1d": Op(D.avg_pool1d, F.avg_pool1d, 1, False, False),
+    "avg_pool1d": Op(D.avg_pool1d, _on_cpu_when_cuda(F.avg_pool1d), 1, False, False),
     "adaptive_max_pool1d": Op(D.adaptive_max_pool1d, F.adaptive_max_pool1d, 1, True, True),
     "adaptive_avg_pool1d": Op(D.adaptive_avg_pool1d, F.adaptive_avg_pool1d, 1, False, True),
 }
