@@ -109,7 +109,8 @@ def _extension():
     sanitize = os.environ.get("D2L_EXT_SANITIZE", "").strip()
     opt = ["-O0", "-g"] if debug else ["-O1", "-g"] if sanitize else ["-O3"]
     with_cuda, why = _want_cuda()
-    sources = ["csrc/ops.cpp", "csrc/python_module.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/python_module.cpp"]
+    sources += sorted(glob.glob("csrc/cpu/*.cpp"))
     san = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"] if sanitize else []
     cxx = opt + ["-fopenmp"] + san
     define_macros: list[tuple[str, str | None]] = []

@@ -1,7 +1,9 @@
 // The one schema block of d2l_ext: every op the library offers is declared
 // here, and each backend file (csrc/cpu/<op>.cpp, csrc/cuda/<op>.cu) registers
-// its kernels for these names with TORCH_LIBRARY_IMPL. Autograd and fake
-// (meta) kernels are registered from Python in d2l_ext/_ops.py.
+// its kernels for these names with TORCH_LIBRARY_IMPL. Fake (meta) kernels are
+// registered from Python in d2l_ext/_ops.py; autograd too for cross_entropy
+// and the pooling ops' backward ops, while the pooling ops' autograd is C++
+// (csrc/autograd.cpp: no Python on the call path).
 #include <torch/library.h>
 
 TORCH_LIBRARY(d2l_ext, m) {

@@ -155,9 +155,11 @@ if LOADED:
 #
 # The forward ops return what backward needs and nothing more: max pooling its
 # winners as window offsets (uint8 for up to 256 taps), average pooling
-# nothing. Backward ops take the input's (H, W), never the input. Each backward
-# is linear in grad_output, with the forward (average) or a gather at the
-# winners (max) as its adjoint, which gives double backward.
+# nothing. Backward ops take the input's (H, W), never the input. The forward
+# ops' autograd is in C++ (csrc/autograd.cpp: no Python on the call path);
+# registered here are the fake kernels and the backward ops' own derivatives:
+# each backward is linear in grad_output, with the forward (average) or a
+# gather at the winners (max) as its adjoint, which gives double backward.
 
 
 def _pool_taps_h_w(kind: str, in_hw, out_hw, kernel) -> tuple[int, int]:
@@ -250,26 +252,6 @@ def _max_pool2d_backward_fake(
     return _pool_empty(grad_output, shape, channels_last=_is_channels_last(offset))
 
 
-def _max_pool2d_setup(ctx, inputs, output):
-    input, kernel_size, stride, padding, dilation, ceil_mode = inputs
-    _out, offset = output
-    ctx.mark_non_differentiable(offset)
-    ctx.save_for_backward(offset)
-    ctx.args = (tuple(input.shape[2:]), kernel_size, stride, padding, dilation, ceil_mode)
-
-
-def _max_pool2d_backward(ctx, grad_output, _grad_offset):
-    (offset,) = ctx.saved_tensors
-    return (
-        torch.ops.d2l_ext._max_pool2d_backward(grad_output, offset, *ctx.args),
-        None,
-        None,
-        None,
-        None,
-        None,
-    )
-
-
 def _max_pool2d_backward_setup(ctx, inputs, output):
     _g, offset, input_size, kernel_size, stride, padding, dilation, _ceil = inputs
     ctx.save_for_backward(offset)
@@ -299,18 +281,6 @@ def _avg_pool2d_backward_fake(grad_output, input_size, *_window):
     return _pool_empty(grad_output, shape, channels_last=_is_channels_last(grad_output))
 
 
-def _avg_pool2d_setup(ctx, inputs, output):
-    input, *window = inputs
-    ctx.args = (tuple(input.shape[2:]), *window)
-    ctx.channels_last = _is_channels_last(input)
-
-
-def _avg_pool2d_backward(ctx, grad_output):
-    # The kernel lays the gradient out as grad_output; torch's follows the input.
-    g = as_layout(grad_output, ctx.channels_last)
-    return (torch.ops.d2l_ext._avg_pool2d_backward(g, *ctx.args),) + (None,) * 6
-
-
 def _avg_pool2d_backward_setup(ctx, inputs, output):
     ctx.window = inputs[2:]
 
@@ -331,18 +301,6 @@ def _adaptive_avg_pool2d_fake(input, output_size):
 def _adaptive_avg_pool2d_backward_fake(grad_output, input_size):
     shape = (*grad_output.shape[:2], *input_size)
     return _pool_empty(grad_output, shape, channels_last=_is_channels_last(grad_output))
-
-
-def _adaptive_avg_pool2d_setup(ctx, inputs, output):
-    input, output_size = inputs
-    ctx.input_size = tuple(input.shape[2:])
-    # torch computes global average pooling as a mean, whose gradient is contiguous.
-    ctx.channels_last = _is_channels_last(input) and tuple(output_size) != (1, 1)
-
-
-def _adaptive_avg_pool2d_backward(ctx, grad_output):
-    g = as_layout(grad_output, ctx.channels_last)  # as _avg_pool2d_backward
-    return torch.ops.d2l_ext._adaptive_avg_pool2d_backward(g, ctx.input_size), None
 
 
 def _adaptive_avg_pool2d_backward_setup(ctx, inputs, output):
@@ -369,18 +327,6 @@ def _adaptive_max_pool2d_backward_fake(grad_output, offset, input_size):
     return _pool_empty(grad_output, shape, channels_last=_is_channels_last(offset))
 
 
-def _adaptive_max_pool2d_setup(ctx, inputs, output):
-    _out, offset = output
-    ctx.mark_non_differentiable(offset)
-    ctx.save_for_backward(offset)
-    ctx.input_size = tuple(inputs[0].shape[2:])
-
-
-def _adaptive_max_pool2d_backward(ctx, grad_output, _grad_offset):
-    (offset,) = ctx.saved_tensors
-    return torch.ops.d2l_ext._adaptive_max_pool2d_backward(grad_output, offset, ctx.input_size), None
-
-
 def _adaptive_max_pool2d_backward_setup(ctx, inputs, output):
     _g, offset, input_size = inputs
     ctx.save_for_backward(offset)
@@ -405,17 +351,13 @@ if LOADED:
     ):
         torch.library.register_fake(f"d2l_ext::{_name}")(_fake)
     for _name, _backward, _setup in (
-        ("max_pool2d", _max_pool2d_backward, _max_pool2d_setup),
         ("_max_pool2d_backward", _max_pool2d_double_backward, _max_pool2d_backward_setup),
-        ("avg_pool2d", _avg_pool2d_backward, _avg_pool2d_setup),
         ("_avg_pool2d_backward", _avg_pool2d_double_backward, _avg_pool2d_backward_setup),
-        ("adaptive_avg_pool2d", _adaptive_avg_pool2d_backward, _adaptive_avg_pool2d_setup),
         (
             "_adaptive_avg_pool2d_backward",
             _adaptive_avg_pool2d_double_backward,
             _adaptive_avg_pool2d_backward_setup,
         ),
-        ("adaptive_max_pool2d", _adaptive_max_pool2d_backward, _adaptive_max_pool2d_setup),
         (
             "_adaptive_max_pool2d_backward",
             _adaptive_max_pool2d_double_backward,

@@ -196,7 +196,7 @@ def _pool_input(op: str, input: Tensor, dims: int, empty_channels: bool = False)
             f"{op}: Expected {dims + 1}D or {dims + 2}D (batch mode) tensor with optional 0 dim batch size "
             f"for input, but got: {list(input.shape)}"
         )
-    if any(s == 0 for s in input.shape[-dims if empty_channels else -dims - 1 :]):
+    if 0 in input.shape[-dims if empty_channels else -dims - 1 :]:
         raise RuntimeError(
             f"{op}: Expected input to have non-zero size for non-batch dimensions, but input has sizes "
             f"{list(input.shape)}"
@@ -215,33 +215,32 @@ def _pool_output(t: Tensor, unbatched: bool, dims: int) -> Tensor:
 
 
 def _check_pool_window(op, x: Tensor, kernel, stride, padding, dilation, ceil_mode: bool) -> None:
-    """Raise what torch raises for a bad window (checked per spatial axis)."""
-    if any(k <= 0 for k in kernel):
+    """Raise what torch raises for a bad window (checked per spatial axis).
+    Written with min() over the pairs: this runs on every call."""
+    if min(kernel) <= 0:
         raise RuntimeError(f"{op}: kernel size should be greater than zero, but got {tuple(kernel)}")
-    if any(s <= 0 for s in stride):
+    if min(stride) <= 0:
         raise RuntimeError(
             "stride should not be zero"
-            if any(s == 0 for s in stride)
+            if 0 in stride
             else f"{op}: stride should be greater than zero, but got {tuple(stride)}"
         )
-    if any(d <= 0 for d in dilation):
+    if min(dilation) <= 0:
         raise RuntimeError(f"dilation should be greater than zero, but got dilation {tuple(dilation)}")
-    if any(p < 0 for p in padding):
+    if min(padding) < 0:
         raise RuntimeError(f"pad must be non-negative, but got pad: {tuple(padding)}")
     for k, p in zip(kernel, padding):
         if p > k // 2:  # torch's limit for max pooling too, whatever the dilation
             raise RuntimeError(
                 f"pad should be smaller than or equal to half of kernel size, but got pad={p}, kernel={k}"
             )
-    sizes = x.shape[2:]
-    out = [
-        reference.pool_output_size(sizes[i], kernel[i], padding[i], stride[i], dilation[i], ceil_mode)
-        for i in range(2)
-    ]
-    if any(o < 1 for o in out):
+    _, c, h, w = x.shape
+    oh = reference.pool_output_size(h, kernel[0], padding[0], stride[0], dilation[0], ceil_mode)
+    ow = reference.pool_output_size(w, kernel[1], padding[1], stride[1], dilation[1], ceil_mode)
+    if oh < 1 or ow < 1:
         raise RuntimeError(
-            f"Given input size: ({x.shape[1]}x{sizes[0]}x{sizes[1]}). Calculated output size: "
-            f"({x.shape[1]}x{out[0]}x{out[1]}). Output size is too small"
+            f"Given input size: ({c}x{h}x{w}). Calculated output size: ({c}x{oh}x{ow}). "
+            "Output size is too small"
         )
 
 
@@ -283,6 +282,11 @@ def _cpu_float(x: Tensor) -> Tensor:
     return x
 
 
+def _as_dtype(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """t in dtype (CPU half/bfloat16 came back as float32); no call when it already is."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def _max_pool(
     op: str, input: Tensor, dims: int, kernel_size, stride, padding, dilation, ceil_mode, return_indices
 ):
@@ -293,7 +297,7 @@ def _max_pool(
     _check_pool_window(op, x, k, s, p, d, ceil_mode)
     if _native_pool(x, integer_ok=True):
         out, offset = torch.ops.d2l_ext.max_pool2d(_cpu_float(x), k, s, p, d, ceil_mode)
-        out = out.to(x.dtype)
+        out = _as_dtype(out, x.dtype)
         indices = (
             _ops.offsets_to_indices(offset, x.shape[2:], "regular", k, s, p, d)[0] if return_indices else None
         )
@@ -365,7 +369,7 @@ def _avg_pool(op, input, dims, kernel_size, stride, padding, ceil_mode, count_in
         out = torch.ops.d2l_ext.avg_pool2d(
             _cpu_float(x), k, s, p, ceil_mode, count_include_pad, divisor_override
         )
-        out = out.to(x.dtype)
+        out = _as_dtype(out, x.dtype)
     else:
         xin, channels_last = _fallback_input(x)
         out = reference.avg_pool2d(xin, k, s, p, ceil_mode, count_include_pad, divisor_override)
@@ -433,7 +437,7 @@ def _adaptive(op: str, input: Tensor, output_size, dims: int, is_max: bool, retu
                 indices = _ops.offsets_to_indices(offset, x.shape[2:], "adaptive")[0]
         else:
             out = torch.ops.d2l_ext.adaptive_avg_pool2d(_cpu_float(x), size)
-        out = out.to(x.dtype)
+        out = _as_dtype(out, x.dtype)
     else:
         # torch computes global average pooling as a mean, whose gradient is contiguous.
         xin, channels_last = _fallback_input(x, grad_follows=is_max or tuple(size) != (1, 1))

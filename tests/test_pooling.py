@@ -295,7 +295,7 @@ def _grad_fn_names(t: torch.Tensor) -> set[str]:
         fn = stack.pop()
         if fn is None:
             continue
-        names.add(type(fn).__name__)
+        names.add(fn.name())  # C++ nodes: "torch::autograd::CppNode<d2l_ext::...>"
         stack.extend(f for f, _ in fn.next_functions)
     return names
 

@@ -6,6 +6,8 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <functional>
+#include <utility>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -108,14 +110,55 @@ void run(const c10::Device& device, bool channels_last) {
   }
 }
 
+// The ops are differentiable from C++ too (csrc/autograd.cpp): backward()
+// through each gives ATen's input gradient, in the input's layout.
+void run_autograd(const c10::Device& device, bool channels_last) {
+  const std::string tag = std::string(device.is_cuda() ? "cuda" : "cpu") + (channels_last ? " channels_last" : "");
+  auto x = torch::randn({2, 3, 9, 8}, torch::dtype(torch::kDouble).device(device));
+  if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+  const std::vector<int64_t> k = {3, 3}, s = {2, 2}, p = {1, 1}, d = {1, 1};
+  const std::vector<c10::SymInt> size = {4, 3};
+  auto grad_of = [&](const std::function<at::Tensor(const at::Tensor&)>& f) {
+    auto leaf = x.detach().requires_grad_();
+    auto out = f(leaf);
+    auto g = at::arange(out.numel(), out.options()).view(out.sizes()).remainder(7);
+    out.backward(g);
+    return leaf.grad();
+  };
+  auto max_pool = handle<MaxPoolFn>("d2l_ext::max_pool2d");
+  auto avg_pool = handle<AvgPoolFn>("d2l_ext::avg_pool2d");
+  auto aavg = handle<AdaptiveAvgFn>("d2l_ext::adaptive_avg_pool2d");
+  auto amax = handle<AdaptiveMaxFn>("d2l_ext::adaptive_max_pool2d");
+  const std::vector<std::pair<std::string, std::pair<std::function<at::Tensor(const at::Tensor&)>,
+                                                     std::function<at::Tensor(const at::Tensor&)>>>>
+      cases = {
+          {"max", {[&](const at::Tensor& t) { return std::get<0>(max_pool.call(t, k, s, p, d, false)); },
+                   [&](const at::Tensor& t) { return at::max_pool2d(t, k, s, p, d, false); }}},
+          {"avg", {[&](const at::Tensor& t) { return avg_pool.call(t, k, s, p, false, true, std::nullopt); },
+                   [&](const at::Tensor& t) { return at::avg_pool2d(t, k, s, p, false, true); }}},
+          {"adaptive avg", {[&](const at::Tensor& t) { return aavg.call(t, sym(size)); },
+                            [&](const at::Tensor& t) { return at::adaptive_avg_pool2d(t, {4, 3}); }}},
+          {"adaptive max", {[&](const at::Tensor& t) { return std::get<0>(amax.call(t, sym(size))); },
+                            [&](const at::Tensor& t) { return std::get<0>(at::adaptive_max_pool2d(t, {4, 3})); }}},
+      };
+  for (const auto& [name, fns] : cases) {
+    auto ours = grad_of(fns.first), want = grad_of(fns.second);
+    report(ours.defined() && close(ours, want), tag + " " + name + ": autograd from C++");
+    report(!channels_last || ours.is_contiguous(at::MemoryFormat::ChannelsLast),
+           tag + " " + name + ": gradient keeps channels_last");
+  }
+}
+
 }  // namespace
 
 int main() {
   torch::manual_seed(0);
   try {
     for (bool cl : {false, true}) run(c10::Device(c10::kCPU), cl);
+    for (bool cl : {false, true}) run_autograd(c10::Device(c10::kCPU), cl);
     if (torch::cuda::is_available()) {
       for (bool cl : {false, true}) run(c10::Device(c10::kCUDA), cl);
+      for (bool cl : {false, true}) run_autograd(c10::Device(c10::kCUDA), cl);
     } else {
       std::printf("skip  CUDA cases: no GPU\n");
     }

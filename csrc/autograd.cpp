@@ -1,0 +1,241 @@
+// Autograd for the pooling ops, in C++ (TORCH_LIBRARY_IMPL(d2l_ext, Autograd)),
+// as torchvision does for its ops (torchvision/csrc/ops/autograd).
+//
+// Why not torch.library.register_autograd from Python, as extension-cpp does:
+// that path costs ~50 us of Python per call (argument defaults, a Python
+// autograd.Function, a redispatch), measured on a (1, 1, 4, 4) input on the
+// 2-core CPU machine; on a GPU that is several times the kernels' own time
+// (benchmarks/NOTES.md). Here a call is dispatcher -> this kernel -> backend
+// kernel, with no Python in between.
+//
+// Each forward saves what its backward op needs (max: the winners' offsets;
+// average: nothing but sizes) and its backward calls the op's `_..._backward`.
+// In ordinary backward that call goes straight to the backend kernel; when a
+// graph of the gradient is being recorded (create_graph=True), it goes through
+// the dispatcher, where d2l_ext/_ops.py registers the backward ops' own
+// derivatives (double backward).
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <array>
+#include <optional>
+#include <tuple>
+
+#include "pooling_ops.h"
+
+namespace d2l_ext {
+namespace {
+
+using at::IntArrayRef;
+using c10::SymIntArrayRef;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+template <typename Sig>
+c10::TypedOperatorHandle<Sig> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
+}
+
+// The handles, looked up once (the schemas are registered when the library loads).
+using Window = IntArrayRef;
+using MaxPoolSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, Window, Window, Window, Window, bool);
+using MaxPoolBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, SymIntArrayRef, Window, Window, Window,
+                                      Window, bool);
+using AvgPoolSig = at::Tensor(const at::Tensor&, Window, Window, Window, bool, bool, std::optional<int64_t>);
+using AvgPoolBackwardSig = at::Tensor(const at::Tensor&, SymIntArrayRef, Window, Window, Window, bool, bool,
+                                      std::optional<int64_t>);
+using AdaptiveAvgSig = at::Tensor(const at::Tensor&, SymIntArrayRef);
+using AdaptiveMaxSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, SymIntArrayRef);
+using AdaptiveMaxBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, SymIntArrayRef);
+
+#define D2L_EXT_OP(fn, name, Sig)                                  \
+  const c10::TypedOperatorHandle<Sig>& fn() {                      \
+    static const auto handle = find_op<Sig>("d2l_ext::" name);     \
+    return handle;                                                 \
+  }
+D2L_EXT_OP(max_pool2d_op, "max_pool2d", MaxPoolSig)
+D2L_EXT_OP(max_pool2d_backward_op, "_max_pool2d_backward", MaxPoolBackwardSig)
+D2L_EXT_OP(avg_pool2d_op, "avg_pool2d", AvgPoolSig)
+D2L_EXT_OP(avg_pool2d_backward_op, "_avg_pool2d_backward", AvgPoolBackwardSig)
+D2L_EXT_OP(adaptive_avg_pool2d_op, "adaptive_avg_pool2d", AdaptiveAvgSig)
+D2L_EXT_OP(adaptive_avg_pool2d_backward_op, "_adaptive_avg_pool2d_backward", AdaptiveAvgSig)
+D2L_EXT_OP(adaptive_max_pool2d_op, "adaptive_max_pool2d", AdaptiveMaxSig)
+D2L_EXT_OP(adaptive_max_pool2d_backward_op, "_adaptive_max_pool2d_backward", AdaptiveMaxBackwardSig)
+#undef D2L_EXT_OP
+
+// Runs a backward op: below autograd unless a graph of the gradient is being
+// recorded (then the backward op's own autograd kernel must see the call).
+template <typename F>
+at::Tensor call_backward(F&& f) {
+  if (at::GradMode::is_enabled()) return f();
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return f();
+}
+
+void save_input_size(AutogradContext* ctx, const at::Tensor& input) {
+  ctx->saved_data["h"] = input.sym_size(2);
+  ctx->saved_data["w"] = input.sym_size(3);
+}
+
+std::array<c10::SymInt, 2> input_size(AutogradContext* ctx) {
+  return {ctx->saved_data["h"].toSymInt(), ctx->saved_data["w"].toSymInt()};
+}
+
+std::vector<int64_t> ints(AutogradContext* ctx, const char* key) { return ctx->saved_data[key].toIntVector(); }
+
+void save_window(AutogradContext* ctx, Window kernel, Window stride, Window padding) {
+  ctx->saved_data["kernel"] = kernel.vec();
+  ctx->saved_data["stride"] = stride.vec();
+  ctx->saved_data["padding"] = padding.vec();
+}
+
+// The backward kernels lay the input gradient out as grad_output; torch's
+// follows the input, so grad_output is brought to the input's layout first.
+at::Tensor as_layout(const at::Tensor& t, bool channels_last) {
+  if (t.dim() != 4 || is_channels_last(t) == channels_last) return t;
+  return t.clone(layout_of(channels_last));
+}
+
+// backward returns one gradient per argument of forward: the input's, then none.
+variable_list input_grad_only(at::Tensor grad_input, size_t n_args) {
+  variable_list grads(n_args);
+  grads[0] = std::move(grad_input);
+  return grads;
+}
+
+class MaxPool2d : public torch::autograd::Function<MaxPool2d> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, Window kernel, Window stride,
+                               Window padding, Window dilation, bool ceil_mode) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [out, offset] = max_pool2d_op().call(input, kernel, stride, padding, dilation, ceil_mode);
+    ctx->mark_non_differentiable({offset});
+    ctx->set_materialize_grads(false);  // no zeros made for offset's (never used) gradient
+    ctx->save_for_backward({offset});
+    save_input_size(ctx, input);
+    save_window(ctx, kernel, stride, padding);
+    ctx->saved_data["dilation"] = dilation.vec();
+    ctx->saved_data["ceil_mode"] = ceil_mode;
+    return {out, offset};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    if (!grads[0].defined()) return variable_list(6);
+    const at::Tensor offset = ctx->get_saved_variables()[0];
+    const auto size = input_size(ctx);
+    const auto kernel = ints(ctx, "kernel"), stride = ints(ctx, "stride"), padding = ints(ctx, "padding"),
+               dilation = ints(ctx, "dilation");
+    const bool ceil_mode = ctx->saved_data["ceil_mode"].toBool();
+    return input_grad_only(call_backward([&] {
+                             return max_pool2d_backward_op().call(grads[0], offset, size, kernel, stride, padding,
+                                                                  dilation, ceil_mode);
+                           }),
+                           6);
+  }
+};
+
+class AvgPool2d : public torch::autograd::Function<AvgPool2d> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, Window kernel, Window stride,
+                            Window padding, bool ceil_mode, bool count_include_pad,
+                            std::optional<int64_t> divisor_override) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    at::Tensor out =
+        avg_pool2d_op().call(input, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override);
+    save_input_size(ctx, input);
+    save_window(ctx, kernel, stride, padding);
+    ctx->saved_data["ceil_mode"] = ceil_mode;
+    ctx->saved_data["count_include_pad"] = count_include_pad;
+    ctx->saved_data["divisor_override"] = divisor_override;
+    ctx->saved_data["channels_last"] = is_channels_last(input);
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto size = input_size(ctx);
+    const auto kernel = ints(ctx, "kernel"), stride = ints(ctx, "stride"), padding = ints(ctx, "padding");
+    const bool ceil_mode = ctx->saved_data["ceil_mode"].toBool();
+    const bool include_pad = ctx->saved_data["count_include_pad"].toBool();
+    const auto divisor = ctx->saved_data["divisor_override"].toOptional<int64_t>();
+    const at::Tensor g = as_layout(grads[0], ctx->saved_data["channels_last"].toBool());
+    return input_grad_only(call_backward([&] {
+                             return avg_pool2d_backward_op().call(g, size, kernel, stride, padding, ceil_mode,
+                                                                  include_pad, divisor);
+                           }),
+                           7);
+  }
+};
+
+class AdaptiveAvgPool2d : public torch::autograd::Function<AdaptiveAvgPool2d> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, SymIntArrayRef output_size) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    at::Tensor out = adaptive_avg_pool2d_op().call(input, output_size);
+    save_input_size(ctx, input);
+    // torch computes global average pooling as a mean, whose gradient is contiguous.
+    const bool global = output_size.size() == 2 && output_size[0] == 1 && output_size[1] == 1;
+    ctx->saved_data["channels_last"] = is_channels_last(input) && !global;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto size = input_size(ctx);
+    const at::Tensor g = as_layout(grads[0], ctx->saved_data["channels_last"].toBool());
+    return input_grad_only(call_backward([&] { return adaptive_avg_pool2d_backward_op().call(g, size); }), 2);
+  }
+};
+
+class AdaptiveMaxPool2d : public torch::autograd::Function<AdaptiveMaxPool2d> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, SymIntArrayRef output_size) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [out, offset] = adaptive_max_pool2d_op().call(input, output_size);
+    ctx->mark_non_differentiable({offset});
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({offset});
+    save_input_size(ctx, input);
+    return {out, offset};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    if (!grads[0].defined()) return variable_list(2);
+    const at::Tensor offset = ctx->get_saved_variables()[0];
+    const auto size = input_size(ctx);
+    return input_grad_only(
+        call_backward([&] { return adaptive_max_pool2d_backward_op().call(grads[0], offset, size); }), 2);
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d_autograd(const at::Tensor& input, Window kernel, Window stride,
+                                                       Window padding, Window dilation, bool ceil_mode) {
+  auto r = MaxPool2d::apply(input, kernel, stride, padding, dilation, ceil_mode);
+  return {r[0], r[1]};
+}
+
+at::Tensor avg_pool2d_autograd(const at::Tensor& input, Window kernel, Window stride, Window padding,
+                               bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor_override) {
+  return AvgPool2d::apply(input, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override);
+}
+
+at::Tensor adaptive_avg_pool2d_autograd(const at::Tensor& input, SymIntArrayRef output_size) {
+  return AdaptiveAvgPool2d::apply(input, output_size);
+}
+
+std::tuple<at::Tensor, at::Tensor> adaptive_max_pool2d_autograd(const at::Tensor& input,
+                                                                SymIntArrayRef output_size) {
+  auto r = AdaptiveMaxPool2d::apply(input, output_size);
+  return {r[0], r[1]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(d2l_ext, Autograd, m) {
+  m.impl("max_pool2d", &max_pool2d_autograd);
+  m.impl("avg_pool2d", &avg_pool2d_autograd);
+  m.impl("adaptive_avg_pool2d", &adaptive_avg_pool2d_autograd);
+  m.impl("adaptive_max_pool2d", &adaptive_max_pool2d_autograd);
+}
+
+}  // namespace d2l_ext
