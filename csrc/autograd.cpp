@@ -1,5 +1,6 @@
-// Autograd for the pooling ops, in C++ (TORCH_LIBRARY_IMPL(d2l_ext, Autograd)),
-// as torchvision does for its ops (torchvision/csrc/ops/autograd).
+// Autograd for the forward ops (cross_entropy, pooling), in C++
+// (TORCH_LIBRARY_IMPL(d2l_ext, Autograd)), as torchvision does for its ops
+// (torchvision/csrc/ops/autograd).
 //
 // Why not torch.library.register_autograd from Python, as extension-cpp does:
 // that path costs ~50 us of Python per call (argument defaults, a Python
@@ -49,6 +50,12 @@ using AvgPoolBackwardSig = at::Tensor(const at::Tensor&, SymIntArrayRef, Window,
 using AdaptiveAvgSig = at::Tensor(const at::Tensor&, SymIntArrayRef);
 using AdaptiveMaxSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, SymIntArrayRef);
 using AdaptiveMaxBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, SymIntArrayRef);
+using CrossEntropySig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                         const std::optional<at::Tensor>&, int64_t,
+                                                                         int64_t, double);
+using CrossEntropyBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                           const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
+                                           int64_t, int64_t, double);
 
 #define D2L_EXT_OP(fn, name, Sig)                                  \
   const c10::TypedOperatorHandle<Sig>& fn() {                      \
@@ -63,6 +70,8 @@ D2L_EXT_OP(adaptive_avg_pool2d_op, "adaptive_avg_pool2d", AdaptiveAvgSig)
 D2L_EXT_OP(adaptive_avg_pool2d_backward_op, "_adaptive_avg_pool2d_backward", AdaptiveAvgSig)
 D2L_EXT_OP(adaptive_max_pool2d_op, "adaptive_max_pool2d", AdaptiveMaxSig)
 D2L_EXT_OP(adaptive_max_pool2d_backward_op, "_adaptive_max_pool2d_backward", AdaptiveMaxBackwardSig)
+D2L_EXT_OP(cross_entropy_op, "cross_entropy", CrossEntropySig)
+D2L_EXT_OP(cross_entropy_backward_op, "_cross_entropy_backward", CrossEntropyBackwardSig)
 #undef D2L_EXT_OP
 
 // Runs a backward op: below autograd unless a graph of the gradient is being
@@ -208,6 +217,81 @@ class AdaptiveMaxPool2d : public torch::autograd::Function<AdaptiveMaxPool2d> {
   }
 };
 
+// Softmax cross-entropy. Saves the input, target, weight and the forward's
+// per-example log-sum-exp and total weight; the input gradient is the fused
+// backward op, the gradients of probability targets and of the weight (rare:
+// soft targets that are themselves learned) are written with ATen ops.
+class CrossEntropy : public torch::autograd::Function<CrossEntropy> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& target,
+                               const std::optional<at::Tensor>& weight, int64_t reduction, int64_t ignore_index,
+                               double label_smoothing) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [loss, lse, total_weight] =
+        cross_entropy_op().call(input, target, weight, reduction, ignore_index, label_smoothing);
+    ctx->mark_non_differentiable({lse, total_weight});
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({input, target, weight.value_or(at::Tensor()), lse, total_weight});
+    ctx->saved_data["reduction"] = reduction;
+    ctx->saved_data["ignore_index"] = ignore_index;
+    ctx->saved_data["label_smoothing"] = label_smoothing;
+    return {loss, lse, total_weight};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list out(6);
+    const at::Tensor& grad_loss = grads[0];
+    if (!grad_loss.defined()) return out;
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &input = saved[0], &target = saved[1], &lse = saved[3], &total_weight = saved[4];
+    const std::optional<at::Tensor> weight = saved[2].defined() ? std::optional<at::Tensor>(saved[2]) : std::nullopt;
+    const int64_t reduction = ctx->saved_data["reduction"].toInt();
+    const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
+    const double eps = ctx->saved_data["label_smoothing"].toDouble();
+    if (ctx->needs_input_grad(0)) {
+      out[0] = call_backward([&] {
+        return cross_entropy_backward_op().call(grad_loss, input, target, weight, lse, total_weight, reduction,
+                                                ignore_index, eps);
+      });
+    }
+    // needs_input_grad counts the tensor arguments: a weight of None is none.
+    const bool grad_target = ctx->needs_input_grad(1);
+    const bool grad_weight = weight.has_value() && ctx->needs_input_grad(2);
+    if (!grad_target && !grad_weight) return out;
+    // Probability targets only (the functional refuses index targets with a
+    // weight that needs a gradient, as torch does). Per example, with g the
+    // loss gradient (over total_weight for "mean") and q' = (1 - eps) q + eps / C:
+    //   d loss / d q_c = -(1 - eps) g w_c log_softmax(input)_c
+    //   d loss / d w_c = g q'_c (lse - input_c), summed over examples.
+    at::Tensor g = reduction != 0 ? grad_loss.expand(lse.sizes()) : grad_loss;
+    if (reduction == 1) g = g / total_weight;
+    g = g.unsqueeze(1);
+    std::vector<int64_t> class_view(input.dim(), 1);
+    class_view[1] = -1;
+    const at::Tensor lse_ = lse.unsqueeze(1).to(input.scalar_type());
+    if (grad_target) {
+      at::Tensor gt = -(1.0 - eps) * g * (input - lse_);
+      if (weight) gt = gt * weight->view(class_view);
+      out[1] = gt;
+    }
+    if (grad_weight) {
+      const at::Tensor q = target * (1.0 - eps) + eps / static_cast<double>(input.size(1));
+      const at::Tensor terms = g * q * (lse_ - input);
+      out[2] = terms.transpose(0, 1).reshape({input.size(1), -1}).sum(1);
+    }
+    return out;
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_autograd(const at::Tensor& input,
+                                                                      const at::Tensor& target,
+                                                                      const std::optional<at::Tensor>& weight,
+                                                                      int64_t reduction, int64_t ignore_index,
+                                                                      double label_smoothing) {
+  auto r = CrossEntropy::apply(input, target, weight, reduction, ignore_index, label_smoothing);
+  return {r[0], r[1], r[2]};
+}
+
 std::tuple<at::Tensor, at::Tensor> max_pool2d_autograd(const at::Tensor& input, Window kernel, Window stride,
                                                        Window padding, Window dilation, bool ceil_mode) {
   auto r = MaxPool2d::apply(input, kernel, stride, padding, dilation, ceil_mode);
@@ -232,6 +316,7 @@ std::tuple<at::Tensor, at::Tensor> adaptive_max_pool2d_autograd(const at::Tensor
 }  // namespace
 
 TORCH_LIBRARY_IMPL(d2l_ext, Autograd, m) {
+  m.impl("cross_entropy", &cross_entropy_autograd);
   m.impl("max_pool2d", &max_pool2d_autograd);
   m.impl("avg_pool2d", &avg_pool2d_autograd);
   m.impl("adaptive_avg_pool2d", &adaptive_avg_pool2d_autograd);

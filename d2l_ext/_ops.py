@@ -1,6 +1,8 @@
 """Loads the compiled library and registers, for every op, its fake (meta)
-kernel and its autograd formula, so that the ops work with autograd, with
-``torch.compile(fullgraph=True)`` and under ``torch.library.opcheck``.
+kernel, so that the ops work with ``torch.compile(fullgraph=True)`` and under
+``torch.library.opcheck``. The forward ops' autograd is C++
+(``csrc/autograd.cpp``: no Python on the call path); registered here are the
+backward ops' own derivatives (double backward).
 
 Ops are reached as ``torch.ops.d2l_ext.<name>``; their schemas are in
 ``csrc/ops.cpp``.
@@ -90,65 +92,48 @@ def _ce_backward_fake(
     return torch.empty_like(input, memory_format=torch.contiguous_format)
 
 
-def _ce_setup_context(ctx, inputs, output):
-    input, target, weight, reduction, ignore_index, label_smoothing = inputs
-    _loss, lse, total_weight = output
-    ctx.mark_non_differentiable(lse, total_weight)
-    ctx.save_for_backward(input, target, weight, lse, total_weight)
+# The op's autograd is C++ (csrc/autograd.cpp). What is registered here is the
+# derivative of its backward op, i.e. double backward (create_graph=True):
+# the input gradient's derivatives, from the reference maths differentiated
+# twice (the fused kernel records no graph). Third and higher orders are not
+# supported (the recomputation starts from detached copies).
+
+
+def _ce_backward_setup(ctx, inputs, output):
+    grad_loss, input, target, weight, _lse, _total, reduction, ignore_index, label_smoothing = inputs
+    ctx.save_for_backward(grad_loss, input, target, weight)
     ctx.options = (reduction, ignore_index, label_smoothing)
 
 
-def _ce_backward(ctx, grad_loss, _grad_lse, _grad_total_weight):
-    input, target, weight, lse, total_weight = ctx.saved_tensors
+def _ce_double_backward(ctx, gg):
     reduction, ignore_index, label_smoothing = ctx.options
-    grad_input = grad_target = None
-    if ctx.needs_input_grad[0] and torch.is_grad_enabled():
-        # create_graph=True: the gradient needs a graph of its own (double
-        # backward), which the fused kernel does not record; differentiate the
-        # reference maths instead. Ordinary backward never takes this path.
-        with torch.enable_grad():
-            ref = reference.cross_entropy(
-                input, target, weight, _REDUCTION_NAMES[reduction], ignore_index, label_smoothing
-            )
-        (grad_input,) = torch.autograd.grad(ref, input, grad_loss, create_graph=True)
-    elif ctx.needs_input_grad[0]:
-        grad_input = torch.ops.d2l_ext._cross_entropy_backward(
-            grad_loss,
-            input,
-            target,
-            weight,
-            lse,
-            total_weight,
-            reduction,
-            ignore_index,
-            label_smoothing,
+    saved = ctx.saved_tensors  # grad_loss, input, target, weight: op inputs 0..3
+    with torch.enable_grad():
+        need = ctx.needs_input_grad
+        leaves = [
+            None if t is None else t.detach().requires_grad_(t.is_floating_point() and need[i])
+            for i, t in enumerate(saved)
+        ]
+        grad_loss, input, target, weight = leaves
+        input.requires_grad_()
+        loss = reference.cross_entropy(
+            input, target, weight, _REDUCTION_NAMES[reduction], ignore_index, label_smoothing
         )
-    if ctx.needs_input_grad[1]:
-        # Soft targets: d loss / d q_c = -(1 - eps) * w_c * log_softmax(input)_c.
-        g = grad_loss.expand(lse.shape) if reduction != 0 else grad_loss
-        if reduction == 1:
-            g = g / total_weight
-        logp = input - lse.unsqueeze(1).to(input.dtype)
-        grad_target = -(1.0 - label_smoothing) * g.unsqueeze(1) * logp
-        if weight is not None:
-            grad_target = grad_target * weight.view([1, -1] + [1] * (input.dim() - 2))
-    grad_weight = None
-    if ctx.needs_input_grad[2]:
-        # Probability targets only (the functional refuses index targets, as torch does):
-        # d loss / d w_c = sum over examples of g * q'_c * (lse - x_c).
-        g = grad_loss.expand(lse.shape) if reduction != 0 else grad_loss
-        if reduction == 1:
-            g = g / total_weight
-        q = target * (1.0 - label_smoothing) + label_smoothing / input.shape[1]
-        terms = g.unsqueeze(1) * q * (lse.unsqueeze(1).to(input.dtype) - input)
-        grad_weight = terms.transpose(0, 1).reshape(input.shape[1], -1).sum(1)
-    return grad_input, grad_target, grad_weight, None, None, None
+        (grad_input,) = torch.autograd.grad(loss, input, grad_loss, create_graph=True)
+    wanted = [i for i, t in enumerate(leaves) if t is not None and t.requires_grad and need[i]]
+    found = torch.autograd.grad(grad_input, [leaves[i] for i in wanted], gg, allow_unused=True)
+    grads = [None] * 9
+    for i, g in zip(wanted, found):
+        grads[i] = g
+    return tuple(grads)
 
 
 if LOADED:
     torch.library.register_fake("d2l_ext::cross_entropy")(_ce_fake)
     torch.library.register_fake("d2l_ext::_cross_entropy_backward")(_ce_backward_fake)
-    torch.library.register_autograd("d2l_ext::cross_entropy", _ce_backward, setup_context=_ce_setup_context)
+    torch.library.register_autograd(
+        "d2l_ext::_cross_entropy_backward", _ce_double_backward, setup_context=_ce_backward_setup
+    )
 
 
 # ---------------------------------------------------------------------- pooling

@@ -237,6 +237,19 @@ def assert_close_lowp(
     )
 
 
+def grad_fn_names(t: torch.Tensor) -> set[str]:
+    """Names of every node in ``t``'s autograd graph (``node.name()``: a C++
+    autograd function shows as "torch::autograd::CppNode<d2l_ext::...>")."""
+    names, stack = set(), [t.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None:
+            continue
+        names.add(fn.name())
+        stack.extend(f for f, _ in fn.next_functions)
+    return names
+
+
 def saved_tensors(fn, *args, **kwargs):
     """(fn(*args, **kwargs), the tensors its autograd graph saved for backward)."""
     saved = []

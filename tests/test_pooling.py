@@ -35,6 +35,7 @@ from .conftest import (
     HALF_DTYPES,
     assert_close,
     assert_close_lowp,
+    grad_fn_names,
     requires_native,
     saved_tensors,
     skip_unless_native_kernels,
@@ -289,21 +290,6 @@ def _some_window_reads_nothing(sizes, k, s, p, d, ceil_mode) -> bool:
     return False
 
 
-def _grad_fn_names(t: torch.Tensor) -> set[str]:
-    names, stack = set(), [t.grad_fn]
-    while stack:
-        fn = stack.pop()
-        if fn is None:
-            continue
-        names.add(fn.name())  # C++ nodes: "torch::autograd::CppNode<d2l_ext::...>"
-        stack.extend(f for f, _ in fn.next_functions)
-    return names
-
-
-# --------------------------------------------------------------------------- sanity of the setup
-
-
-@requires_native
 def test_backends_really_differ(monkeypatch):
     """Native runs the d2l_ext ops (their autograd nodes), python the reference code."""
     x = make_input((1, 2, 6, 6), torch.float32, "cpu").requires_grad_()
@@ -321,13 +307,13 @@ def test_backends_really_differ(monkeypatch):
     with d2l_ext.use_backend("native"):
         for fn, args in ops:
             arg = x[0] if fn is D.max_pool1d else x
-            names = _grad_fn_names(fn(arg, *args))
+            names = grad_fn_names(fn(arg, *args))
             assert any("d2l_ext" in n for n in names), (fn.__name__, names)
     assert calls == []
     with d2l_ext.use_backend("python"):
         for fn, args in ops:
             arg = x[0] if fn is D.max_pool1d else x
-            names = _grad_fn_names(fn(arg, *args))
+            names = grad_fn_names(fn(arg, *args))
             assert not any("d2l_ext" in n for n in names), (fn.__name__, names)
     assert calls == ["max_pool2d", "avg_pool2d", "adaptive_max_pool2d", "adaptive_avg_pool2d", "max_pool2d"]
 
@@ -1834,7 +1820,7 @@ def test_module_is_a_drop_in(backend, device, dtype, case):
         with torch.enable_grad():
             y = ours(x.detach().requires_grad_())
         y = y[0] if isinstance(y, tuple) else y
-        assert any("d2l_ext" in n for n in _grad_fn_names(y))
+        assert any("d2l_ext" in n for n in grad_fn_names(y))
 
 
 # --------------------------------------------------------------------------- memory
