@@ -1,4 +1,4 @@
-// Autograd for the forward ops (cross_entropy, pooling), in C++
+// Autograd for the forward ops (cross_entropy, pooling, conv2d), in C++
 // (TORCH_LIBRARY_IMPL(d2l_ext, Autograd)), as torchvision does for its ops
 // (torchvision/csrc/ops/autograd).
 //
@@ -70,6 +70,13 @@ D2L_EXT_OP(adaptive_avg_pool2d_op, "adaptive_avg_pool2d", AdaptiveAvgSig)
 D2L_EXT_OP(adaptive_avg_pool2d_backward_op, "_adaptive_avg_pool2d_backward", AdaptiveAvgSig)
 D2L_EXT_OP(adaptive_max_pool2d_op, "adaptive_max_pool2d", AdaptiveMaxSig)
 D2L_EXT_OP(adaptive_max_pool2d_backward_op, "_adaptive_max_pool2d_backward", AdaptiveMaxBackwardSig)
+using Conv2dSig = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, Window, Window,
+                             Window, int64_t);
+using Conv2dBackwardSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                          const at::Tensor&, Window, Window,
+                                                                          Window, int64_t, std::array<bool, 3>);
+D2L_EXT_OP(conv2d_op, "conv2d", Conv2dSig)
+D2L_EXT_OP(conv2d_backward_op, "_conv2d_backward", Conv2dBackwardSig)
 D2L_EXT_OP(cross_entropy_op, "cross_entropy", CrossEntropySig)
 D2L_EXT_OP(cross_entropy_backward_op, "_cross_entropy_backward", CrossEntropyBackwardSig)
 #undef D2L_EXT_OP
@@ -283,6 +290,55 @@ class CrossEntropy : public torch::autograd::Function<CrossEntropy> {
   }
 };
 
+// conv2d: saves the input and the weight; one backward op returns the three
+// gradients, each only where autograd asks for it.
+class Conv2d : public torch::autograd::Function<Conv2d> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias, Window stride, Window padding, Window dilation,
+                            int64_t groups) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    at::Tensor out = conv2d_op().call(input, weight, bias, stride, padding, dilation, groups);
+    ctx->save_for_backward({input, weight});
+    ctx->saved_data["stride"] = stride.vec();
+    ctx->saved_data["padding"] = padding.vec();
+    ctx->saved_data["dilation"] = dilation.vec();
+    ctx->saved_data["groups"] = groups;
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    ctx->set_materialize_grads(false);
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list out(7);
+    if (!grads[0].defined()) return out;
+    const auto saved = ctx->get_saved_variables();
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    // needs_input_grad counts the tensor arguments: input 0, weight 1, bias 2 (when given).
+    const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                      has_bias && ctx->needs_input_grad(2)};
+    if (!mask[0] && !mask[1] && !mask[2]) return out;
+    const auto stride = ints(ctx, "stride"), padding = ints(ctx, "padding"), dilation = ints(ctx, "dilation");
+    const int64_t groups = ctx->saved_data["groups"].toInt();
+    std::tuple<at::Tensor, at::Tensor, at::Tensor> grads3;
+    if (at::GradMode::is_enabled()) {
+      grads3 = conv2d_backward_op().call(grads[0], saved[0], saved[1], stride, padding, dilation, groups, mask);
+    } else {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      grads3 = conv2d_backward_op().call(grads[0], saved[0], saved[1], stride, padding, dilation, groups, mask);
+    }
+    out[0] = std::get<0>(grads3);
+    out[1] = std::get<1>(grads3);
+    out[2] = std::get<2>(grads3);
+    return out;
+  }
+};
+
+at::Tensor conv2d_autograd(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                           Window stride, Window padding, Window dilation, int64_t groups) {
+  return Conv2d::apply(input, weight, bias, stride, padding, dilation, groups);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_autograd(const at::Tensor& input,
                                                                       const at::Tensor& target,
                                                                       const std::optional<at::Tensor>& weight,
@@ -317,6 +373,7 @@ std::tuple<at::Tensor, at::Tensor> adaptive_max_pool2d_autograd(const at::Tensor
 
 TORCH_LIBRARY_IMPL(d2l_ext, Autograd, m) {
   m.impl("cross_entropy", &cross_entropy_autograd);
+  m.impl("conv2d", &conv2d_autograd);
   m.impl("max_pool2d", &max_pool2d_autograd);
   m.impl("avg_pool2d", &avg_pool2d_autograd);
   m.impl("adaptive_avg_pool2d", &adaptive_avg_pool2d_autograd);

@@ -44,4 +44,14 @@ TORCH_LIBRARY(d2l_ext, m) {
   m.def("_adaptive_avg_pool2d_backward(Tensor grad_output, SymInt[2] input_size) -> Tensor");
   m.def("adaptive_max_pool2d(Tensor input, SymInt[2] output_size) -> (Tensor, Tensor)");
   m.def("_adaptive_max_pool2d_backward(Tensor grad_output, Tensor offset, SymInt[2] input_size) -> Tensor");
+
+  // 2-D cross-correlation of input (N, C, H, W) with weight (O, C / groups, kh, kw), plus bias (O,):
+  // (N, O, OH, OW), channels-last when the input or the weight is (as torch). The backward op
+  // returns (grad_input, grad_weight, grad_bias), each only where output_mask asks (else undefined).
+  m.def(
+      "conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, int[2] dilation, "
+      "int groups) -> Tensor");
+  m.def(
+      "_conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[2] padding, "
+      "int[2] dilation, int groups, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 }

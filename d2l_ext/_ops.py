@@ -42,6 +42,31 @@ def _kernel_device_types() -> frozenset[str]:
 KERNEL_DEVICE_TYPES = _kernel_device_types()
 
 
+def _op_kernel_device_types() -> dict[str, frozenset[str]]:
+    """Per op, the device types with a d2l_ext kernel (ops added after the
+    first ones may not have every backend yet)."""
+    if not LOADED:
+        return {}
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    names = ("cross_entropy", "max_pool2d", "conv2d")
+    return {
+        name: frozenset(k.lower() for k in ("CPU", "CUDA") if has(f"d2l_ext::{name}", k))
+        for name in names
+        if torch._C._dispatch_has_kernel(f"d2l_ext::{name}") or hasattr(torch.ops.d2l_ext, name)
+    }
+
+
+OP_KERNEL_DEVICE_TYPES = _op_kernel_device_types()
+
+
+def has_kernel(op: str, device_type: str) -> bool:
+    """Whether op ``op`` has a d2l_ext kernel for ``device_type`` (a plain
+    lookup, traceable by torch.compile)."""
+    return device_type in OP_KERNEL_DEVICE_TYPES.get(op, ()) or (
+        device_type == "meta" and op in OP_KERNEL_DEVICE_TYPES
+    )
+
+
 def has_kernels_for(device_type: str) -> bool:
     """Whether d2l_ext ops have kernels for a device type ("cpu", "cuda")."""
     return device_type.lower() in KERNEL_DEVICE_TYPES
@@ -350,3 +375,66 @@ if LOADED:
         ),
     ):
         torch.library.register_autograd(f"d2l_ext::{_name}", _backward, setup_context=_setup)
+
+
+# ---------------------------------------------------------------------- conv2d
+#
+# The forward op's autograd is C++ (csrc/autograd.cpp); its backward op returns
+# the input, weight and bias gradients in one call. Registered here: the fake
+# kernels and the backward op's derivative (double backward), from the
+# reference maths differentiated twice.
+
+
+def _conv_channels_last(t: Tensor) -> bool:
+    return t.dim() == 4 and suggest_memory_format(t) == torch.channels_last
+
+
+def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
+    torch._check(input.dim() == 4, lambda: "d2l_ext.conv2d: input must be (N, C, H, W)")
+    torch._check(weight.dim() == 4, lambda: "d2l_ext.conv2d: weight must be (O, C / groups, kh, kw)")
+    torch._check(input.shape[1] == weight.shape[1] * groups, lambda: "d2l_ext.conv2d: channels != weight's")
+    size = reference.conv_output_size
+    out = [size(input.shape[2 + i], weight.shape[2 + i], padding[i], stride[i], dilation[i]) for i in (0, 1)]
+    cl = _conv_channels_last(input) or _conv_channels_last(weight)
+    return _pool_empty(input, (input.shape[0], weight.shape[0], *out), channels_last=cl)
+
+
+def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation, groups, output_mask):
+    gi = _pool_empty(input, input.shape, channels_last=_conv_channels_last(input)) if output_mask[0] else None
+    gw = weight.new_empty(weight.shape) if output_mask[1] else None
+    gb = weight.new_empty((weight.shape[0],)) if output_mask[2] else None
+    return gi, gw, gb
+
+
+def _conv2d_backward_setup(ctx, inputs, output):
+    grad_output, input, weight, stride, padding, dilation, groups, _mask = inputs
+    ctx.save_for_backward(grad_output, input, weight)
+    ctx.window = (stride, padding, dilation, groups)
+
+
+def _conv2d_double_backward(ctx, g_input, g_weight, g_bias):
+    stride, padding, dilation, groups = ctx.window
+    need = ctx.needs_input_grad  # grad_output, input, weight: op inputs 0..2
+    with torch.enable_grad():
+        go, x, w = (t.detach().requires_grad_() for t in ctx.saved_tensors)
+        y = reference.conv2d(x, w, None, stride, padding, dilation, groups)
+        gx, gw = torch.autograd.grad(y, (x, w), go, create_graph=True)
+        total = go.new_zeros(())
+        for first, second in ((gx, g_input), (gw, g_weight), (go.sum((0, 2, 3)), g_bias)):
+            if second is not None:
+                total = total + (first * second).sum()
+    leaves = [go, x, w]
+    wanted = [i for i in range(3) if need[i]]
+    found = torch.autograd.grad(total, [leaves[i] for i in wanted], allow_unused=True)
+    grads = [None] * 8
+    for i, g in zip(wanted, found):
+        grads[i] = g
+    return tuple(grads)
+
+
+if LOADED and "conv2d" in OP_KERNEL_DEVICE_TYPES:
+    torch.library.register_fake("d2l_ext::conv2d")(_conv2d_fake)
+    torch.library.register_fake("d2l_ext::_conv2d_backward")(_conv2d_backward_fake)
+    torch.library.register_autograd(
+        "d2l_ext::_conv2d_backward", _conv2d_double_backward, setup_context=_conv2d_backward_setup
+    )

@@ -494,3 +494,170 @@ def pool2d(X: Tensor, pool_size, mode: str = "max") -> Tensor:
     if mode == "avg":
         return avg_pool2d(X[None, None], k, 1).squeeze(0).squeeze(0)
     raise ValueError(f"pool2d: mode must be 'max' or 'avg', got {mode!r}")
+
+
+# ---------------------------------------------------------------------- conv2d
+
+
+def _conv_same_padding(
+    op: str, x: Tensor, kernel: tuple[int, ...], stride, dilation, dims: int
+) -> tuple[Tensor, tuple[int, ...]]:
+    """padding="same": output size = input size (stride 1 only, as torch). The
+    total padding per axis is dilation * (kernel - 1); an odd total puts the
+    extra element on the right, padded here (as torch does)."""
+    if any(s != 1 for s in stride):
+        raise RuntimeError(f"{op}: padding='same' is not supported for strided convolutions")
+    pads, extra = [], []
+    for k, d in zip(kernel, dilation):
+        total = d * (k - 1)
+        pads.append(total // 2)
+        extra.append(total % 2)
+    if any(extra):
+        # F.pad takes (last axis left, right, previous axis left, right, ...)
+        spec = []
+        for e in reversed(extra):
+            spec += [0, e]
+        x = torch.nn.functional.pad(x, spec)
+    return x, tuple(pads)
+
+
+def _check_conv_args(op: str, x: Tensor, weight: Tensor, bias: Tensor | None, groups: int, dims: int) -> None:
+    """Raise what torch raises for inconsistent conv arguments (x is batched here)."""
+    if weight.dim() != dims + 2:
+        raise RuntimeError(
+            f"{op}: expected weight to be {dims + 2}-D ({'O, C/groups, ' + ', '.join(['k'] * dims)}), "
+            f"but got weight of size {list(weight.shape)}"
+        )
+    if groups <= 0:
+        raise RuntimeError(f"{op}: non-positive groups is not supported (groups={groups})")
+    if weight.shape[0] % groups != 0:
+        raise RuntimeError(
+            f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, but got "
+            f"weight of size {list(weight.shape)} instead"
+        )
+    if x.shape[1] != weight.shape[1] * groups:
+        raise RuntimeError(
+            f"Given groups={groups}, weight of size {list(weight.shape)}, expected input{list(x.shape)} to "
+            f"have {weight.shape[1] * groups} channels, but got {x.shape[1]} channels instead"
+        )
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
+        raise RuntimeError(
+            f"Given weight of size {list(weight.shape)}, expected bias to be 1-dimensional with "
+            f"{weight.shape[0]} elements, but got bias of size {list(bias.shape)} instead"
+        )
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is None:
+            continue
+        if t.dtype != x.dtype:
+            raise RuntimeError(
+                f"{op}: input type ({x.dtype}) and {name} type ({t.dtype}) should be the same"
+            )
+        if t.device != x.device:
+            raise RuntimeError(
+                f"{op}: expected input and {name} to be on the same device, but got {x.device} and {t.device}"
+            )
+    if not x.is_floating_point():
+        raise NotImplementedError(f"\"{op}\" not implemented for '{x.dtype}'")
+
+
+def _conv(op: str, input: Tensor, weight: Tensor, bias, stride, padding, dilation, groups: int, dims: int):
+    if input.dim() not in (dims + 1, dims + 2):
+        raise RuntimeError(
+            f"{op}: Expected {dims + 1}D (unbatched) or {dims + 2}D (batched) input to {op}, but got input "
+            f"of size: {list(input.shape)}"
+        )
+    unbatched = input.dim() == dims + 1
+    x = input.unsqueeze(0) if unbatched else input
+    _check_conv_args(op, x, weight, bias, groups, dims)
+    kernel = tuple(weight.shape[2:])
+    s = _tuple("stride", stride, dims, op)
+    d = _tuple("dilation", dilation, dims, op)
+    if min(s) <= 0:
+        raise RuntimeError(f"{op}: non-positive stride is not supported")
+    if min(d) <= 0:
+        raise RuntimeError(f"{op}: dilation should be greater than zero")
+    if isinstance(padding, str):
+        if padding == "valid":
+            p = (0,) * dims
+        elif padding == "same":
+            x, p = _conv_same_padding(op, x, kernel, s, d, dims)
+        else:
+            raise ValueError(f"Invalid padding string '{padding}', should be one of ['valid', 'same']")
+    else:
+        p = _tuple("padding", padding, dims, op)
+        if min(p) < 0:
+            raise RuntimeError(f"{op}: negative padding is not supported")
+    for i in range(dims):
+        padded = x.shape[2 + i] + 2 * p[i]
+        if padded < d[i] * (kernel[i] - 1) + 1:
+            sizes = " x ".join(str(x.shape[2 + j] + 2 * p[j]) for j in range(dims))
+            ks = " x ".join(str(k) for k in kernel)
+            raise RuntimeError(
+                f"Calculated padded input size per channel: ({sizes}). Kernel size: ({ks}). "
+                "Kernel size can't be greater than actual input size"
+            )
+    if dims == 1:  # (N, C, L) as (N, C, 1, L)
+        x, w2 = x.unsqueeze(2), weight.unsqueeze(2)
+        s, p, d = (1, *s), (0, *p), (1, *d)
+    else:
+        w2 = weight
+    if _backend.native_for(x) and _ops.has_kernel("conv2d", x.device.type):
+        out = torch.ops.d2l_ext.conv2d(
+            _cpu_float(x), _cpu_float(w2), None if bias is None else _cpu_float(bias), s, p, d, groups
+        )
+        out = _as_dtype(out, x.dtype)
+    else:
+        out = reference.conv2d(x, w2, bias, s, p, d, groups)
+    if dims == 1:
+        out = out.squeeze(2)
+    return out.squeeze(0) if unbatched else out
+
+
+def conv2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride=1,
+    padding: int | tuple[int, int] | str = 0,
+    dilation=1,
+    groups: int = 1,
+) -> Tensor:
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
+
+    Shapes:
+        input: (N, C, H, W) or unbatched (C, H, W).
+        weight: (O, C / groups, kh, kw); bias: (O,) or None.
+        returns: (N, O, OH, OW) (or (O, OH, OW)) with
+            ``OH = floor((H + 2 padding - dilation (kh - 1) - 1) / stride) + 1``.
+
+    ``padding`` is an int, a pair, ``"valid"`` (0) or ``"same"`` (output size =
+    input size; stride 1 only). The native CPU kernel lays windows out as
+    columns (im2col) a batch block at a time and multiplies them with the
+    weights (``at::mm``); CUDA tensors run the Python fallback until the CUDA
+    kernel lands.
+    """
+    return _conv("conv2d", input, weight, bias, stride, padding, dilation, groups, 2)
+
+
+def conv1d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride=1,
+    padding: int | tuple[int] | str = 0,
+    dilation=1,
+    groups: int = 1,
+) -> Tensor:
+    """1-D cross-correlation, as ``torch.nn.functional.conv1d`` (the book's
+    TextCNN): input (N, C, L) or (C, L), weight (O, C / groups, k) ->
+    (N, O, L_out). Runs the 2-D kernel with H = 1."""
+    return _conv("conv1d", input, weight, bias, stride, padding, dilation, groups, 1)
+
+
+def corr2d(X: Tensor, K: Tensor) -> Tensor:
+    """The book's ``corr2d`` (section 7.2) on the conv2d kernel: ``X`` (h, w),
+    ``K`` (kh, kw) -> (h - kh + 1, w - kw + 1), stride 1, no padding.
+    ``d2l_ext.reference.corr2d_book`` is the book's loop version."""
+    if X.dim() != 2 or K.dim() != 2:
+        raise RuntimeError(f"corr2d: X and K must be 2-D, got {list(X.shape)} and {list(K.shape)}")
+    return conv2d(X[None, None], K[None, None])[0, 0]

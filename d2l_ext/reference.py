@@ -21,6 +21,9 @@ __all__ = [
     "adaptive_avg_pool2d",
     "adaptive_max_pool2d",
     "avg_pool2d",
+    "conv2d",
+    "corr2d",
+    "corr2d_book",
     "cross_entropy",
     "cross_entropy_book",
     "log_softmax",
@@ -312,3 +315,69 @@ def adaptive_max_pool2d(x: Tensor, output_size: tuple[int, int]) -> tuple[Tensor
             width = c1 - c0
             idxs.append(((r0 + tap // width) * W + c0 + tap % width).squeeze(-1))
     return torch.stack(outs, -1).view(shape), torch.stack(idxs, -1).view(shape)
+
+
+# ---------------------------------------------------------------------- conv2d
+
+
+def corr2d_book(X: Tensor, K: Tensor) -> Tensor:
+    """The book's section 7.2 two-dimensional cross-correlation: the kernel
+    ``K`` (kh, kw) slides over ``X`` (h, w) with stride 1 and no padding; each
+    output is the sum of the window times the kernel. Returns (h - kh + 1, w - kw + 1).
+
+    Plain loops, one output at a time, as the book writes them: the maths, not the speed.
+    """
+    h, w = K.shape
+    Y = torch.zeros((X.shape[0] - h + 1, X.shape[1] - w + 1), dtype=X.dtype, device=X.device)
+    for i in range(Y.shape[0]):
+        for j in range(Y.shape[1]):
+            Y[i, j] = (X[i : i + h, j : j + w] * K).sum()
+    return Y
+
+
+def corr2d(X: Tensor, K: Tensor) -> Tensor:
+    """:func:`corr2d_book` with the loops turned around: one pass per kernel
+    tap ``(a, b)`` adds ``K[a, b]`` times the shifted input slice, so the loops
+    run kh * kw times instead of once per output."""
+    kh, kw = K.shape
+    oh, ow = X.shape[0] - kh + 1, X.shape[1] - kw + 1
+    Y = torch.zeros((oh, ow), dtype=torch.result_type(X, K), device=X.device)
+    for a in range(kh):
+        for b in range(kw):
+            Y = Y + K[a, b] * X[a : a + oh, b : b + ow]
+    return Y
+
+
+def conv_output_size(size: int, kernel: int, padding: int, stride: int, dilation: int) -> int:
+    """Outputs along one axis: windows of ``dilation * (kernel - 1) + 1`` input
+    elements, ``stride`` apart, that fit in the padded input."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+) -> Tensor:
+    """2-D cross-correlation of ``input`` (N, C, H, W) with ``weight``
+    (O, C / groups, kh, kw), plus ``bias`` (O,): (N, O, OH, OW).
+
+    The im2col form of the book's corr2d: ``unfold`` lays every window out as a
+    column, (N, C kh kw, OH OW), so each group's output channels are one matrix
+    product of the weights (O / groups, C / groups kh kw) with those columns.
+    """
+    n, _c, h, w = input.shape
+    o, cg, kh, kw = weight.shape
+    oh = conv_output_size(h, kh, padding[0], stride[0], dilation[0])
+    ow = conv_output_size(w, kw, padding[1], stride[1], dilation[1])
+    cols = torch.nn.functional.unfold(input, (kh, kw), dilation=dilation, padding=padding, stride=stride)
+    cols = cols.view(n, groups, cg * kh * kw, oh * ow)
+    out = weight.reshape(groups, o // groups, cg * kh * kw) @ cols  # (N, groups, O / groups, OH OW)
+    out = out.reshape(n, o, oh, ow)
+    if bias is not None:
+        out = out + bias.view(1, o, 1, 1)
+    return out

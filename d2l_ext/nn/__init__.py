@@ -1,5 +1,6 @@
 """Drop-in ``torch.nn`` modules whose forward runs d2l_ext ops."""
 
+from .conv import Conv1d, Conv2d
 from .loss import CrossEntropyLoss
 from .pooling import (
     AdaptiveAvgPool1d,
@@ -19,6 +20,8 @@ __all__ = [
     "AdaptiveMaxPool2d",
     "AvgPool1d",
     "AvgPool2d",
+    "Conv1d",
+    "Conv2d",
     "CrossEntropyLoss",
     "MaxPool1d",
     "MaxPool2d",
