@@ -16,6 +16,7 @@ from types import ModuleType
 OPS: tuple[str, ...] = (
     "cross_entropy",
     "pooling",
+    "conv",
 )
 
 

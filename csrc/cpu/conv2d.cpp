@@ -32,6 +32,11 @@
 namespace d2l_ext {
 namespace {
 
+// at::parallel_for's worker threads do not inherit the caller's
+// below-autograd dispatch state, so each task sets it again before its at::mm
+// calls (else autograd would see the op's inputs, which may require grad).
+using BelowAutograd = at::AutoDispatchBelowADInplaceOrView;
+
 // Outputs ox in [lo, hi) whose tap at input column offset x0 (ix = ox * s + x0)
 // lands inside [0, size); the others read padding.
 inline void valid_range(int64_t x0, int64_t s, int64_t size, int64_t n_out, int64_t& lo, int64_t& hi) {
@@ -131,6 +136,7 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_, const
   if (g.N > 0) {
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "d2l_ext_conv2d_cpu", [&] {
       at::parallel_for(0, g.N, image_grain(g), [&](int64_t begin, int64_t end) {
+        const BelowAutograd below;
         at::Tensor col = g.pointwise() ? at::Tensor() : at::empty({g.K(), g.L()}, input.options());
         for (int64_t n = begin; n < end; ++n) {
           const at::Tensor out_n = out[n].view({g.O, g.L()});
@@ -183,6 +189,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "d2l_ext_conv2d_backward_cpu", [&] {
       if (output_mask[0]) {
         at::parallel_for(0, g.N, image_grain(g), [&](int64_t begin, int64_t end) {
+        const BelowAutograd below;
           at::Tensor col = g.pointwise() ? at::Tensor() : at::empty({g.K(), g.L()}, input.options());
           for (int64_t n = begin; n < end; ++n) {
             const at::Tensor gy_n = gy[n].view({g.O, g.L()});
@@ -207,6 +214,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
         const int64_t threads = at::get_num_threads();
         at::Tensor partial = at::zeros({threads, g.O, g.K()}, weight.options());
         at::parallel_for(0, g.N, image_grain(g), [&](int64_t begin, int64_t end) {
+        const BelowAutograd below;
           at::Tensor acc = partial[at::get_thread_num()];
           at::Tensor col = g.pointwise() ? at::Tensor() : at::empty({g.K(), g.L()}, input.options());
           for (int64_t n = begin; n < end; ++n) {
