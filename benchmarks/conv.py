@@ -86,7 +86,7 @@ LAYERS = (
     Conv("ResNet-18", "b5 shortcut", 32, 256, 512, 6, 1, stride=2),
     Conv("GoogLeNet", "b1", 32, 1, 64, 96, 7, stride=2, padding=3),
     Conv("GoogLeNet", "b2 a", 32, 64, 64, 24, 1),
-    Conv("GoogLeNet", "b2", 32, 64, 192, 24, 3, padding=1),
+    Conv("GoogLeNet", "b2 b", 32, 64, 192, 24, 3, padding=1),
     Conv("GoogLeNet", "3a p1", 32, 192, 64, 12, 1),
     Conv("GoogLeNet", "3a p2 a", 32, 192, 96, 12, 1),
     Conv("GoogLeNet", "3a p2 b", 32, 96, 128, 12, 3, padding=1),
