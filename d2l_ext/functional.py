@@ -556,8 +556,8 @@ def _check_conv_args(op: str, x: Tensor, weight: Tensor, bias: Tensor | None, gr
             raise RuntimeError(
                 f"{op}: expected input and {name} to be on the same device, but got {x.device} and {t.device}"
             )
-    if not x.is_floating_point():
-        raise NotImplementedError(f"\"{op}\" not implemented for '{x.dtype}'")
+    if x.dtype == torch.bool:
+        raise RuntimeError(f"\"{op}\" not implemented for 'Bool'")
 
 
 def _conv(op: str, input: Tensor, weight: Tensor, bias, stride, padding, dilation, groups: int, dims: int):
@@ -601,7 +601,9 @@ def _conv(op: str, input: Tensor, weight: Tensor, bias, stride, padding, dilatio
         s, p, d = (1, *s), (0, *p), (1, *d)
     else:
         w2 = weight
-    if _backend.native_for(x) and _ops.has_kernel("conv2d", x.device.type):
+    # The kernels take floating point; integer and complex inputs (which torch's CPU conv2d
+    # also takes) run the reference maths.
+    if x.is_floating_point() and _backend.native_for(x) and _ops.has_kernel("conv2d", x.device.type):
         out = torch.ops.d2l_ext.conv2d(
             _cpu_float(x), _cpu_float(w2), None if bias is None else _cpu_float(bias), s, p, d, groups
         )

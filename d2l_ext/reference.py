@@ -374,9 +374,35 @@ def conv2d(
     o, cg, kh, kw = weight.shape
     oh = conv_output_size(h, kh, padding[0], stride[0], dilation[0])
     ow = conv_output_size(w, kw, padding[1], stride[1], dilation[1])
+    if not (input.is_floating_point() or input.is_complex()):
+        return _conv2d_taps(input, weight, bias, stride, padding, dilation, groups, (oh, ow))
     cols = torch.nn.functional.unfold(input, (kh, kw), dilation=dilation, padding=padding, stride=stride)
     cols = cols.view(n, groups, cg * kh * kw, oh * ow)
     out = weight.reshape(groups, o // groups, cg * kh * kw) @ cols  # (N, groups, O / groups, OH OW)
+    out = out.reshape(n, o, oh, ow)
+    if bias is not None:
+        out = out + bias.view(1, o, 1, 1)
+    return out
+
+
+def _conv2d_taps(input, weight, bias, stride, padding, dilation, groups, out_size) -> Tensor:
+    """:func:`conv2d` for integer tensors (``unfold`` has no integer kernel):
+    corr2d's loop over kernel taps, each adding the weights of tap (a, b)
+    times the strided slice of the zero-padded input that the tap reads."""
+    n, c, _h, _w = input.shape
+    o, cg, kh, kw = weight.shape
+    oh, ow = out_size
+    x = torch.nn.functional.pad(input, (padding[1], padding[1], padding[0], padding[0]))
+    x = x.view(n, groups, cg, *x.shape[2:])
+    wg = weight.view(groups, o // groups, cg, kh, kw)
+    out = torch.zeros((n, groups, o // groups, oh, ow), dtype=input.dtype, device=input.device)
+    for a in range(kh):
+        for b in range(kw):
+            top, left = a * dilation[0], b * dilation[1]
+            rows = slice(top, top + stride[0] * (oh - 1) + 1, stride[0])
+            cols = slice(left, left + stride[1] * (ow - 1) + 1, stride[1])
+            tap = x[..., rows, cols]
+            out = out + torch.einsum("ngchw,gdc->ngdhw", tap, wg[..., a, b])
     out = out.reshape(n, o, oh, ow)
     if bias is not None:
         out = out + bias.view(1, o, 1, 1)
