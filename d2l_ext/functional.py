@@ -557,7 +557,7 @@ def _check_conv_args(op: str, x: Tensor, weight: Tensor, bias: Tensor | None, gr
                 f"{op}: expected input and {name} to be on the same device, but got {x.device} and {t.device}"
             )
     if x.dtype == torch.bool:
-        raise RuntimeError(f"\"{op}\" not implemented for 'Bool'")
+        raise NotImplementedError(f"\"{op}\" not implemented for 'Bool'")
 
 
 def _conv(op: str, input: Tensor, weight: Tensor, bias, stride, padding, dilation, groups: int, dims: int):
@@ -582,7 +582,7 @@ def _conv(op: str, input: Tensor, weight: Tensor, bias, stride, padding, dilatio
         elif padding == "same":
             x, p = _conv_same_padding(op, x, kernel, s, d, dims)
         else:
-            raise ValueError(f"Invalid padding string '{padding}', should be one of ['valid', 'same']")
+            raise RuntimeError(f"Invalid padding string: '{padding}' (should be 'valid' or 'same')")
     else:
         p = _tuple("padding", padding, dims, op)
         if min(p) < 0:

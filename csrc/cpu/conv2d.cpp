@@ -7,9 +7,10 @@
 // convolution with stride 1 and no padding skips the copy: the input already
 // is that matrix.
 //
-// Work is split over images (at::parallel_for); each task owns one column
-// buffer, reused image after image, so the buffer (one image's windows) stays
-// in cache between its fill and the product. Backward:
+// Work is split over blocks of images (at::parallel_for); a block's columns
+// sit side by side so that layers with few output positions still make a wide
+// product; each task owns one column buffer, reused block after block, so it
+// stays in cache between its fill and the product. Backward:
 //   * input gradient: columns = W^T x grad_output per image, then col2im adds
 //     every column back onto the pixels its window read;
 //   * weight gradient: grad_output x columns^T summed over images, into one
@@ -46,15 +47,15 @@ inline void valid_range(int64_t x0, int64_t s, int64_t size, int64_t n_out, int6
   hi = std::max(std::min(hi, n_out), lo);
 }
 
-// x: one group of one image, (C/groups, H, W); col: (K, OH * OW).
+// x: one group of one image, (C/groups, H, W); col: its (K, OH * OW) columns,
+// rows ld elements apart (ld > OH * OW when several images share a block).
 template <typename T>
-void im2col(const ConvGeometry& g, const T* x, T* col) {
-  const int64_t L = g.L();
+void im2col(const ConvGeometry& g, const T* x, T* col, int64_t ld) {
   for (int64_t c = 0; c < g.Cg(); ++c) {
     const T* plane = x + c * g.H * g.W;
     for (int64_t ki = 0; ki < g.kh; ++ki) {
       for (int64_t kj = 0; kj < g.kw; ++kj) {
-        T* row = col + ((c * g.kh + ki) * g.kw + kj) * L;
+        T* row = col + ((c * g.kh + ki) * g.kw + kj) * ld;
         const int64_t x0 = kj * g.dw - g.pw;
         int64_t lo, hi;
         valid_range(x0, g.sw, g.W, g.OW, lo, hi);
@@ -82,13 +83,12 @@ void im2col(const ConvGeometry& g, const T* x, T* col) {
 // The adjoint of im2col: gx (C/groups, H, W) += every column entry at the
 // pixel it was read from (padding entries are dropped). gx must start zeroed.
 template <typename T>
-void col2im(const ConvGeometry& g, const T* col, T* gx) {
-  const int64_t L = g.L();
+void col2im(const ConvGeometry& g, const T* col, int64_t ld, T* gx) {
   for (int64_t c = 0; c < g.Cg(); ++c) {
     T* plane = gx + c * g.H * g.W;
     for (int64_t ki = 0; ki < g.kh; ++ki) {
       for (int64_t kj = 0; kj < g.kw; ++kj) {
-        const T* row = col + ((c * g.kh + ki) * g.kw + kj) * L;
+        const T* row = col + ((c * g.kh + ki) * g.kw + kj) * ld;
         const int64_t x0 = kj * g.dw - g.pw;
         int64_t lo, hi;
         valid_range(x0, g.sw, g.W, g.OW, lo, hi);
@@ -108,17 +108,44 @@ void col2im(const ConvGeometry& g, const T* col, T* gx) {
   }
 }
 
-// Images per task: enough that a task's at::mm calls are not dominated by
-// their dispatch, few enough that both threads get work.
-int64_t image_grain(const ConvGeometry& g) {
-  const int64_t flops = 2 * g.O * g.K() * g.L();
-  return std::max<int64_t>(1, (1 << 20) / std::max<int64_t>(1, flops));
+// Images per block: a block's columns sit side by side, (K, images * OH * OW),
+// so that layers with few output positions (ResNet's last stage: 3 x 3) still
+// give at::mm a wide product; at most ~2 MB of columns per block.
+int64_t block_images(const ConvGeometry& g, int64_t element_size) {
+  constexpr int64_t kMinColumns = 256;
+  const int64_t by_width = (kMinColumns + g.L() - 1) / g.L();
+  const int64_t by_memory = std::max<int64_t>(1, (int64_t{2} << 20) / std::max<int64_t>(1, g.K() * g.L() * element_size));
+  return std::max<int64_t>(1, std::min({by_width, by_memory, g.N}));
 }
 
 void check_cpu(const char* op, const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), op, " (CPU kernel): ", name, " must be a CPU tensor, got ", t.device());
   TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
               " must be float32 or float64 for the CPU kernel, got ", t.scalar_type());
+}
+
+// One block of images [n0, n0 + nb) and one group: its columns, (K, nb * L),
+// image j in columns [j * L, (j + 1) * L). A 1x1 stride-1 convolution of a
+// single image needs no copy: its input is the matrix.
+template <typename T>
+at::Tensor block_columns(const ConvGeometry& g, const at::Tensor& input, int64_t n0, int64_t nb, int64_t grp,
+                         at::Tensor& buffer) {
+  if (g.pointwise() && nb == 1) return input[n0].view({g.C, g.L()}).narrow(0, grp * g.Cg(), g.Cg());
+  if (!buffer.defined()) buffer = at::empty({g.K(), nb * g.L()}, input.options());
+  at::Tensor col = buffer.narrow(1, 0, nb * g.L());
+  const T* x = input.const_data_ptr<T>();
+  for (int64_t j = 0; j < nb; ++j) {
+    im2col<T>(g, x + ((n0 + j) * g.C + grp * g.Cg()) * g.H * g.W, col.data_ptr<T>() + j * g.L(), col.stride(0));
+  }
+  return col;
+}
+
+// grad_output of a block and group as one (O/groups, nb * L) matrix, image j in
+// columns [j * L, (j + 1) * L): a view when nb == 1, else a copy.
+at::Tensor block_rows(const ConvGeometry& g, const at::Tensor& gy, int64_t n0, int64_t nb, int64_t grp) {
+  const at::Tensor part = gy.narrow(0, n0, nb).view({nb, g.O, g.L()}).narrow(1, grp * g.Og(), g.Og());
+  if (nb == 1) return part[0];
+  return part.transpose(0, 1).reshape({g.Og(), nb * g.L()});
 }
 
 at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_, const std::optional<at::Tensor>& bias_,
@@ -133,28 +160,28 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_, const
   const bool has_bias = bias_.has_value() && bias_->defined();
   const at::Tensor bias = has_bias ? bias_->contiguous() : at::Tensor();
   at::Tensor out = at::empty({g.N, g.O, g.OH, g.OW}, input.options());
+  const int64_t nb = block_images(g, input.element_size());
+  const int64_t blocks = (g.N + nb - 1) / nb;
   if (g.N > 0) {
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "d2l_ext_conv2d_cpu", [&] {
-      at::parallel_for(0, g.N, image_grain(g), [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
         const BelowAutograd below;
-        at::Tensor col = g.pointwise() ? at::Tensor() : at::empty({g.K(), g.L()}, input.options());
-        for (int64_t n = begin; n < end; ++n) {
-          const at::Tensor out_n = out[n].view({g.O, g.L()});
+        at::Tensor buffer, product;
+        for (int64_t b = begin; b < end; ++b) {
+          const int64_t n0 = b * nb, n = std::min(nb, g.N - n0);
+          const at::Tensor out_b = out.narrow(0, n0, n).view({n, g.O, g.L()});
           for (int64_t grp = 0; grp < g.groups; ++grp) {
-            at::Tensor cols;
-            if (g.pointwise()) {
-              cols = input[n].view({g.C, g.L()}).narrow(0, grp * g.Cg(), g.Cg());
-            } else {
-              im2col<scalar_t>(g, input.const_data_ptr<scalar_t>() + (n * g.C + grp * g.Cg()) * g.H * g.W,
-                               col.data_ptr<scalar_t>());
-              cols = col;
-            }
-            at::Tensor out_g = out_n.narrow(0, grp * g.Og(), g.Og());
+            const at::Tensor cols = block_columns<scalar_t>(g, input, n0, n, grp, buffer);
             const at::Tensor w_g = weight.narrow(0, grp * g.Og(), g.Og());
-            if (has_bias) {
-              at::addmm_out(out_g, bias.narrow(0, grp * g.Og(), g.Og()).unsqueeze(1), w_g, cols);
+            const at::Tensor bias_g = has_bias ? bias.narrow(0, grp * g.Og(), g.Og()).unsqueeze(1) : at::Tensor();
+            if (n == 1) {
+              at::Tensor out_g = out_b[0].narrow(0, grp * g.Og(), g.Og());
+              has_bias ? at::addmm_out(out_g, bias_g, w_g, cols) : at::mm_out(out_g, w_g, cols);
             } else {
-              at::mm_out(out_g, w_g, cols);
+              if (!product.defined()) product = at::empty({g.Og(), nb * g.L()}, input.options());
+              at::Tensor prod = product.narrow(1, 0, n * g.L());
+              has_bias ? at::addmm_out(prod, bias_g, w_g, cols) : at::mm_out(prod, w_g, cols);
+              out_b.narrow(1, grp * g.Og(), g.Og()).copy_(prod.view({g.Og(), n, g.L()}).transpose(0, 1));
             }
           }
         }
@@ -185,56 +212,45 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
   if (output_mask[2]) grad_bias = gy.sum({0, 2, 3});
   if (output_mask[0]) grad_input = at::zeros_like(input);
   if (output_mask[1]) grad_weight = at::zeros({g.O, g.K()}, weight.options());
+  const int64_t nb = block_images(g, input.element_size());
+  const int64_t blocks = (g.N + nb - 1) / nb;
   if (g.N > 0 && (output_mask[0] || output_mask[1])) {
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "d2l_ext_conv2d_backward_cpu", [&] {
-      if (output_mask[0]) {
-        at::parallel_for(0, g.N, image_grain(g), [&](int64_t begin, int64_t end) {
+      // One weight-gradient accumulator per thread: at::parallel_for runs each
+      // range on one thread, whose number indexes its slice.
+      const int64_t threads = at::get_num_threads();
+      at::Tensor partial = output_mask[1] ? at::zeros({threads, g.O, g.K()}, weight.options()) : at::Tensor();
+      at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
         const BelowAutograd below;
-          at::Tensor col = g.pointwise() ? at::Tensor() : at::empty({g.K(), g.L()}, input.options());
-          for (int64_t n = begin; n < end; ++n) {
-            const at::Tensor gy_n = gy[n].view({g.O, g.L()});
-            for (int64_t grp = 0; grp < g.groups; ++grp) {
-              const at::Tensor w_g = weight.narrow(0, grp * g.Og(), g.Og());
-              const at::Tensor gy_g = gy_n.narrow(0, grp * g.Og(), g.Og());
-              if (g.pointwise()) {
-                at::Tensor gx_g = grad_input[n].view({g.C, g.L()}).narrow(0, grp * g.Cg(), g.Cg());
+        at::Tensor buffer, gcol_buffer;
+        at::Tensor acc = output_mask[1] ? partial[at::get_thread_num()] : at::Tensor();
+        for (int64_t b = begin; b < end; ++b) {
+          const int64_t n0 = b * nb, n = std::min(nb, g.N - n0);
+          for (int64_t grp = 0; grp < g.groups; ++grp) {
+            const at::Tensor gy_g = block_rows(g, gy, n0, n, grp);
+            const at::Tensor w_g = weight.narrow(0, grp * g.Og(), g.Og());
+            if (output_mask[0]) {
+              if (g.pointwise() && n == 1) {
+                at::Tensor gx_g = grad_input[n0].view({g.C, g.L()}).narrow(0, grp * g.Cg(), g.Cg());
                 at::mm_out(gx_g, w_g.t(), gy_g);
               } else {
-                at::mm_out(col, w_g.t(), gy_g);
-                col2im<scalar_t>(g, col.const_data_ptr<scalar_t>(),
-                                 grad_input.data_ptr<scalar_t>() + (n * g.C + grp * g.Cg()) * g.H * g.W);
+                if (!gcol_buffer.defined()) gcol_buffer = at::empty({g.K(), nb * g.L()}, input.options());
+                at::Tensor gcol = gcol_buffer.narrow(1, 0, n * g.L());
+                at::mm_out(gcol, w_g.t(), gy_g);
+                for (int64_t j = 0; j < n; ++j) {
+                  col2im<scalar_t>(g, gcol.const_data_ptr<scalar_t>() + j * g.L(), gcol.stride(0),
+                                   grad_input.data_ptr<scalar_t>() + ((n0 + j) * g.C + grp * g.Cg()) * g.H * g.W);
+                }
               }
             }
-          }
-        });
-      }
-      if (output_mask[1]) {
-        // One accumulator per thread: at::parallel_for runs each chunk on one
-        // thread, whose number indexes its slice.
-        const int64_t threads = at::get_num_threads();
-        at::Tensor partial = at::zeros({threads, g.O, g.K()}, weight.options());
-        at::parallel_for(0, g.N, image_grain(g), [&](int64_t begin, int64_t end) {
-        const BelowAutograd below;
-          at::Tensor acc = partial[at::get_thread_num()];
-          at::Tensor col = g.pointwise() ? at::Tensor() : at::empty({g.K(), g.L()}, input.options());
-          for (int64_t n = begin; n < end; ++n) {
-            const at::Tensor gy_n = gy[n].view({g.O, g.L()});
-            for (int64_t grp = 0; grp < g.groups; ++grp) {
-              at::Tensor cols;
-              if (g.pointwise()) {
-                cols = input[n].view({g.C, g.L()}).narrow(0, grp * g.Cg(), g.Cg());
-              } else {
-                im2col<scalar_t>(g, input.const_data_ptr<scalar_t>() + (n * g.C + grp * g.Cg()) * g.H * g.W,
-                                 col.data_ptr<scalar_t>());
-                cols = col;
-              }
-              at::Tensor acc_g = acc.narrow(0, grp * g.Og(), g.Og());
-              acc_g.addmm_(gy_n.narrow(0, grp * g.Og(), g.Og()), cols.t());
+            if (output_mask[1]) {
+              const at::Tensor cols = block_columns<scalar_t>(g, input, n0, n, grp, buffer);
+              acc.narrow(0, grp * g.Og(), g.Og()).addmm_(gy_g, cols.t());
             }
           }
-        });
-        grad_weight = partial.sum(0);
-      }
+        }
+      });
+      if (output_mask[1]) grad_weight = partial.sum(0);
     });
   }
   if (grad_weight.defined()) grad_weight = grad_weight.view(weight_.sizes());
