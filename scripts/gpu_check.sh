@@ -65,12 +65,12 @@ stamp "== check"
 timeout 60 python3 -m d2l_ext.cli check --device cuda 2>&1
 
 stamp "== benchmarks"
-timeout ${BENCH_TIMEOUT:-170} python3 -m benchmarks ${BENCH_OPS:-pooling} --device cuda --min-run-time ${BENCH_MIN_RUN:-0.3} --out "$OUT" 2>&1 | tail -40
+timeout ${BENCH_TIMEOUT:-170} python3 -m benchmarks ${BENCH_OPS:-pooling conv} --device cuda --min-run-time ${BENCH_MIN_RUN:-0.3} --out "$OUT" 2>&1 | tail -40
 
 stamp "== compute-sanitizer memcheck on native CUDA value tests"
 timeout ${SANITIZER_TIMEOUT:-75} compute-sanitizer --tool memcheck --error-exitcode 9 \
-  python3 -m pytest -q -x -p no:cacheprovider tests/test_pooling.py \
-  -k "cuda and native and float32 and (test_matches_torch or test_zero_batch)" \
+  python3 -m pytest -q -x -p no:cacheprovider tests/test_pooling.py tests/test_conv.py \
+  -k "cuda and native and float32 and (matches_torch or zero_batch) and not hypothesis" \
   > "$OUT/memcheck.txt" 2>&1
 stamp "memcheck rc=$?"; grep -E "ERROR SUMMARY|passed|failed|=========" "$OUT/memcheck.txt" | head -12
 
