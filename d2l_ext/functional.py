@@ -530,6 +530,11 @@ def _check_conv_args(op: str, x: Tensor, weight: Tensor, bias: Tensor | None, gr
         )
     if groups <= 0:
         raise RuntimeError(f"{op}: non-positive groups is not supported (groups={groups})")
+    if weight.shape[0] < groups:
+        raise RuntimeError(
+            f"Given groups={groups}, expected weight to be at least {groups} at dimension 0, but got "
+            f"weight of size {list(weight.shape)} instead"
+        )
     if weight.shape[0] % groups != 0:
         raise RuntimeError(
             f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, but got "
@@ -610,6 +615,8 @@ def _conv(op: str, input: Tensor, weight: Tensor, bias, stride, padding, dilatio
         out = _as_dtype(out, x.dtype)
     else:
         out = reference.conv2d(x, w2, bias, s, p, d, groups)
+        if dims == 2 and (_ops._conv_channels_last(x) or _ops._conv_channels_last(w2)):
+            out = out.contiguous(memory_format=torch.channels_last)  # torch's (and the kernels') layout
     if dims == 1:
         out = out.squeeze(2)
     return out.squeeze(0) if unbatched else out

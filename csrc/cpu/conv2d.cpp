@@ -210,10 +210,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
   const at::Tensor weight = weight_.contiguous().view({g.O, g.K()});
   at::Tensor grad_input, grad_weight, grad_bias;
   if (output_mask[2]) grad_bias = gy.sum({0, 2, 3});
-  if (output_mask[0]) grad_input = at::zeros_like(input);
   if (output_mask[1]) grad_weight = at::zeros({g.O, g.K()}, weight.options());
   const int64_t nb = block_images(g, input.element_size());
   const int64_t blocks = (g.N + nb - 1) / nb;
+  // Stride 1: the input gradient is itself a convolution, of grad_output
+  // (padded by the dilated kernel span minus the padding) with the weights
+  // flipped and with input and output channels swapped. Its products have an
+  // inner dimension of O/groups * kh * kw, where W^T x grad_output has only
+  // O/groups, which BLAS runs far below its peak.
+  const int64_t tph = g.dh * (g.kh - 1) - g.ph, tpw = g.dw * (g.kw - 1) - g.pw;
+  if (output_mask[0] && g.N > 0 && g.sh == 1 && g.sw == 1 && !g.pointwise() && tph >= 0 && tpw >= 0) {
+    const at::Tensor flipped = weight_.contiguous()
+                                   .view({g.groups, g.Og(), g.Cg(), g.kh, g.kw})
+                                   .transpose(1, 2)
+                                   .flip({3, 4})
+                                   .reshape({g.C, g.Og(), g.kh, g.kw});
+    grad_input = conv2d_cpu(gy, flipped, std::nullopt, {1, 1}, {tph, tpw}, dilation, groups).contiguous();
+    output_mask[0] = false;  // done
+  } else if (output_mask[0]) {
+    grad_input = at::zeros_like(input);
+  }
   if (g.N > 0 && (output_mask[0] || output_mask[1])) {
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "d2l_ext_conv2d_backward_cpu", [&] {
       // One weight-gradient accumulator per thread: at::parallel_for runs each
