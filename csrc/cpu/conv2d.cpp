@@ -115,7 +115,13 @@ int64_t block_images(const ConvGeometry& g, int64_t element_size) {
   constexpr int64_t kMinColumns = 256;
   const int64_t by_width = (kMinColumns + g.L() - 1) / g.L();
   const int64_t by_memory = std::max<int64_t>(1, (int64_t{2} << 20) / std::max<int64_t>(1, g.K() * g.L() * element_size));
-  return std::max<int64_t>(1, std::min({by_width, by_memory, g.N}));
+  const int64_t nb = std::max<int64_t>(1, std::min({by_width, by_memory, g.N}));
+  // Blocks in a multiple of the thread count, so that every thread gets the
+  // same number of images (32 images of 3 x 3 outputs: 16 + 16, not 29 + 3).
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t blocks = (g.N + nb - 1) / nb;
+  const int64_t balanced = g.N >= threads ? (blocks + threads - 1) / threads * threads : blocks;
+  return std::max<int64_t>(1, (g.N + balanced - 1) / balanced);
 }
 
 void check_cpu(const char* op, const at::Tensor& t, const char* name) {
@@ -213,23 +219,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
   if (output_mask[1]) grad_weight = at::zeros({g.O, g.K()}, weight.options());
   const int64_t nb = block_images(g, input.element_size());
   const int64_t blocks = (g.N + nb - 1) / nb;
-  // Stride 1: the input gradient is itself a convolution, of grad_output
-  // (padded by the dilated kernel span minus the padding) with the weights
-  // flipped and with input and output channels swapped. Its products have an
-  // inner dimension of O/groups * kh * kw, where W^T x grad_output has only
-  // O/groups, which BLAS runs far below its peak.
-  const int64_t tph = g.dh * (g.kh - 1) - g.ph, tpw = g.dw * (g.kw - 1) - g.pw;
-  if (output_mask[0] && g.N > 0 && g.sh == 1 && g.sw == 1 && !g.pointwise() && tph >= 0 && tpw >= 0) {
-    const at::Tensor flipped = weight_.contiguous()
-                                   .view({g.groups, g.Og(), g.Cg(), g.kh, g.kw})
-                                   .transpose(1, 2)
-                                   .flip({3, 4})
-                                   .reshape({g.C, g.Og(), g.kh, g.kw});
-    grad_input = conv2d_cpu(gy, flipped, std::nullopt, {1, 1}, {tph, tpw}, dilation, groups).contiguous();
-    output_mask[0] = false;  // done
-  } else if (output_mask[0]) {
-    grad_input = at::zeros_like(input);
-  }
+  if (output_mask[0]) grad_input = at::zeros_like(input);
   if (g.N > 0 && (output_mask[0] || output_mask[1])) {
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "d2l_ext_conv2d_backward_cpu", [&] {
       // One weight-gradient accumulator per thread: at::parallel_for runs each
