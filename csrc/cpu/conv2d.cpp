@@ -112,6 +112,7 @@ void col2im(const ConvGeometry& g, const T* col, int64_t ld, T* gx) {
 // so that layers with few output positions (ResNet's last stage: 3 x 3) still
 // give at::mm a wide product; at most ~2 MB of columns per block.
 int64_t block_images(const ConvGeometry& g, int64_t element_size) {
+  if (g.N == 0) return 1;
   constexpr int64_t kMinColumns = 256;
   const int64_t by_width = (kMinColumns + g.L() - 1) / g.L();
   const int64_t by_memory = std::max<int64_t>(1, (int64_t{2} << 20) / std::max<int64_t>(1, g.K() * g.L() * element_size));
