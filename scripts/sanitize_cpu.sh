@@ -24,6 +24,8 @@ LD_PRELOAD="$asan $ubsan" PYTHONPATH="$work" python -c '
 import d2l_ext._C as c, sys
 print("d2l_ext._C from", c.__file__)
 sys.exit(0 if c.__file__.startswith(sys.argv[1]) else 1)' "$work"
-if ! nm -D "$work"/d2l_ext/_C*.so | grep -q __asan_report; then echo "build is not instrumented"; exit 1; fi
+# (grep reads all of nm's output: grep -q would stop early, and under pipefail
+# nm's SIGPIPE would read as "not instrumented")
+if ! nm -D "$work"/d2l_ext/_C*.so | grep __asan_report > /dev/null; then echo "build is not instrumented"; exit 1; fi
 LD_PRELOAD="$asan $ubsan" D2L_EXT_BACKEND=native PYTHONPATH="$work" \
   python -m pytest -q -p no:cacheprovider -x "$@"
