@@ -79,4 +79,20 @@ inline ConvGeometry check_conv2d_args(const char* op, const at::Tensor& input, c
   return g;
 }
 
+// The backward op's arguments: the forward's, and a grad_output shaped and
+// typed like the forward's output.
+inline ConvGeometry check_conv2d_backward_args(const char* op, const at::Tensor& grad_output,
+                                               const at::Tensor& input, const at::Tensor& weight,
+                                               at::IntArrayRef stride, at::IntArrayRef padding,
+                                               at::IntArrayRef dilation, int64_t groups) {
+  const ConvGeometry g = check_conv2d_args(op, input, weight, std::nullopt, stride, padding, dilation, groups);
+  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.N && grad_output.size(1) == g.O &&
+                  grad_output.size(2) == g.OH && grad_output.size(3) == g.OW,
+              op, ": grad_output must be (", g.N, ", ", g.O, ", ", g.OH, ", ", g.OW, "), got ",
+              grad_output.sizes());
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), op, ": grad_output must have input's dtype (",
+              input.scalar_type(), "), got ", grad_output.scalar_type());
+  return g;
+}
+
 }  // namespace d2l_ext

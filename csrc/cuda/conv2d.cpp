@@ -76,15 +76,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cuda(
     const at::Tensor& grad_output_, const at::Tensor& input_, const at::Tensor& weight_, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask) {
   constexpr const char* op = "d2l_ext._conv2d_backward";
-  const ConvGeometry g = check_conv2d_args(op, input_, weight_, std::nullopt, stride, padding, dilation, groups);
+  const ConvGeometry g =
+      check_conv2d_backward_args(op, grad_output_, input_, weight_, stride, padding, dilation, groups);
   check_cuda(op, input_, "input");
   check_cuda(op, grad_output_, "grad_output");
-  TORCH_CHECK(grad_output_.dim() == 4 && grad_output_.size(0) == g.N && grad_output_.size(1) == g.O &&
-                  grad_output_.size(2) == g.OH && grad_output_.size(3) == g.OW,
-              op, ": grad_output must be (", g.N, ", ", g.O, ", ", g.OH, ", ", g.OW, "), got ",
-              grad_output_.sizes());
-  TORCH_CHECK(grad_output_.scalar_type() == input_.scalar_type(), op, ": grad_output must have input's dtype (",
-              input_.scalar_type(), "), got ", grad_output_.scalar_type());
   const c10::cuda::CUDAGuard guard(input_.device());
   const at::Tensor gy = grad_output_.contiguous();
   const at::Tensor input = input_.contiguous();
