@@ -109,7 +109,7 @@ def _extension():
     sanitize = os.environ.get("D2L_EXT_SANITIZE", "").strip()
     opt = ["-O0", "-g"] if debug else ["-O1", "-g"] if sanitize else ["-O3"]
     with_cuda, why = _want_cuda()
-    sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/python_module.cpp"]
+    sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/rnn.cpp", "csrc/python_module.cpp"]
     sources += sorted(glob.glob("csrc/cpu/*.cpp"))
     san = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"] if sanitize else []
     cxx = opt + ["-fopenmp"] + san

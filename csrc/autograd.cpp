@@ -1,4 +1,4 @@
-// Autograd for the forward ops (cross_entropy, pooling, conv2d), in C++
+// Autograd for the forward ops (cross_entropy, pooling, conv2d, rnn), in C++
 // (TORCH_LIBRARY_IMPL(d2l_ext, Autograd)), as torchvision does for its ops
 // (torchvision/csrc/ops/autograd).
 //
@@ -79,6 +79,15 @@ D2L_EXT_OP(conv2d_op, "conv2d", Conv2dSig)
 D2L_EXT_OP(conv2d_backward_op, "_conv2d_backward", Conv2dBackwardSig)
 D2L_EXT_OP(cross_entropy_op, "cross_entropy", CrossEntropySig)
 D2L_EXT_OP(cross_entropy_backward_op, "_cross_entropy_backward", CrossEntropyBackwardSig)
+using RnnSig = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+    const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, at::TensorList, int64_t, bool, int64_t,
+    bool, at::TensorList);
+using RnnBackwardSig = std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>>(
+    const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+    const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, at::TensorList, const at::Tensor&,
+    int64_t, bool, int64_t, bool, at::TensorList, bool);
+D2L_EXT_OP(rnn_op, "rnn", RnnSig)
+D2L_EXT_OP(rnn_backward_op, "_rnn_backward", RnnBackwardSig)
 #undef D2L_EXT_OP
 
 // Runs a backward op: below autograd unless a graph of the gradient is being
@@ -334,6 +343,77 @@ class Conv2d : public torch::autograd::Function<Conv2d> {
   }
 };
 
+// rnn: saves the inputs, the weights, the dropout masks and the forward's
+// reserve (gate activations and states); one backward op returns every
+// gradient. The reserve and, but for LSTM, cy are not differentiable.
+class Rnn : public torch::autograd::Function<Rnn> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& hx,
+                               const std::optional<at::Tensor>& cx, at::TensorList weights, int64_t mode,
+                               bool has_biases, int64_t num_layers, bool bidirectional, at::TensorList dropout_masks) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [out, hy, cy, reserve] =
+        rnn_op().call(input, hx, cx, weights, mode, has_biases, num_layers, bidirectional, dropout_masks);
+    const bool has_cx = cx.has_value() && cx->defined();
+    if (has_cx) {
+      ctx->mark_non_differentiable({reserve});
+    } else {
+      ctx->mark_non_differentiable({cy, reserve});
+    }
+    ctx->set_materialize_grads(false);
+    std::vector<at::Tensor> saved = {input, hx, has_cx ? *cx : at::Tensor(), reserve};
+    saved.insert(saved.end(), weights.begin(), weights.end());
+    saved.insert(saved.end(), dropout_masks.begin(), dropout_masks.end());
+    ctx->save_for_backward(saved);
+    ctx->saved_data["mode"] = mode;
+    ctx->saved_data["has_biases"] = has_biases;
+    ctx->saved_data["num_layers"] = num_layers;
+    ctx->saved_data["bidirectional"] = bidirectional;
+    ctx->saved_data["n_weights"] = static_cast<int64_t>(weights.size());
+    return {out, hy, cy, reserve};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const int64_t n_weights = ctx->saved_data["n_weights"].toInt();
+    const auto first_weight = saved.begin() + 4;
+    const std::vector<at::Tensor> weights(first_weight, first_weight + n_weights);
+    const std::vector<at::Tensor> masks(first_weight + n_weights, saved.end());
+    // One gradient per forward argument, lists flattened: input, hx, cx, weights..., 4 flags, masks...
+    variable_list out(3 + n_weights + 4 + masks.size());
+    auto given = [](const at::Tensor& g) { return g.defined() ? std::optional<at::Tensor>(g) : std::nullopt; };
+    if (!grads[0].defined() && !grads[1].defined() && !grads[2].defined()) return out;
+    const bool has_cx = saved[2].defined();
+    const std::optional<at::Tensor> cx = has_cx ? std::optional<at::Tensor>(saved[2]) : std::nullopt;
+    auto call = [&] {
+      return rnn_backward_op().call(given(grads[0]), given(grads[1]), has_cx ? given(grads[2]) : std::nullopt,
+                                    saved[0], saved[1], cx, weights, saved[3], ctx->saved_data["mode"].toInt(),
+                                    ctx->saved_data["has_biases"].toBool(), ctx->saved_data["num_layers"].toInt(),
+                                    ctx->saved_data["bidirectional"].toBool(), masks, ctx->needs_input_grad(0));
+    };
+    std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r;
+    if (at::GradMode::is_enabled()) {
+      r = call();
+    } else {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      r = call();
+    }
+    if (ctx->needs_input_grad(0)) out[0] = std::get<0>(r);
+    out[1] = std::get<1>(r);
+    if (has_cx) out[2] = std::get<2>(r);
+    auto& gw = std::get<3>(r);
+    for (int64_t i = 0; i < n_weights; ++i) out[3 + i] = std::move(gw[i]);
+    return out;
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_autograd(
+    const at::Tensor& input, const at::Tensor& hx, const std::optional<at::Tensor>& cx, at::TensorList weights,
+    int64_t mode, bool has_biases, int64_t num_layers, bool bidirectional, at::TensorList dropout_masks) {
+  auto r = Rnn::apply(input, hx, cx, weights, mode, has_biases, num_layers, bidirectional, dropout_masks);
+  return {r[0], r[1], r[2], r[3]};
+}
+
 at::Tensor conv2d_autograd(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                            Window stride, Window padding, Window dilation, int64_t groups) {
   return Conv2d::apply(input, weight, bias, stride, padding, dilation, groups);
@@ -374,6 +454,7 @@ std::tuple<at::Tensor, at::Tensor> adaptive_max_pool2d_autograd(const at::Tensor
 TORCH_LIBRARY_IMPL(d2l_ext, Autograd, m) {
   m.impl("cross_entropy", &cross_entropy_autograd);
   m.impl("conv2d", &conv2d_autograd);
+  m.impl("rnn", &rnn_autograd);
   m.impl("max_pool2d", &max_pool2d_autograd);
   m.impl("avg_pool2d", &avg_pool2d_autograd);
   m.impl("adaptive_avg_pool2d", &adaptive_avg_pool2d_autograd);

@@ -54,4 +54,19 @@ TORCH_LIBRARY(d2l_ext, m) {
   m.def(
       "_conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[2] padding, "
       "int[2] dilation, int groups, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+
+  // Recurrent layers (RNN tanh/relu, LSTM, GRU; csrc/rnn.h): input (T, B, I), hx (L * D, B, H), cx like
+  // hx for LSTM (else None), weights in torch's _flat_weights order (w_ih, w_hh[, b_ih, b_hh] per layer and
+  // direction). mode: 0 tanh, 1 relu, 2 lstm, 3 gru. dropout_masks: none, or num_layers - 1 tensors
+  // (T, B, D * H) that multiply the inputs of layers 1.. (already scaled by 1 / (1 - p)).
+  // Returns (output (T, B, D * H), hy, cy (LSTM; else empty), reserve (1-D, saved for backward)).
+  m.def(
+      "rnn(Tensor input, Tensor hx, Tensor? cx, Tensor[] weights, int mode, bool has_biases, int num_layers, "
+      "bool bidirectional, Tensor[] dropout_masks) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Gradients of rnn: (grad_input (undefined unless need_input_grad), grad_hx, grad_cx (LSTM; else
+  // empty), grad_weights in the order of weights). Missing output gradients count as zero.
+  m.def(
+      "_rnn_backward(Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, Tensor input, Tensor hx, Tensor? cx, "
+      "Tensor[] weights, Tensor reserve, int mode, bool has_biases, int num_layers, bool bidirectional, "
+      "Tensor[] dropout_masks, bool need_input_grad) -> (Tensor, Tensor, Tensor, Tensor[])");
 }

@@ -1,0 +1,304 @@
+// The recurrent layers' time loop, once for every device: the GEMMs are
+// at::mm / addmm (MKL on the CPU, cuBLAS on the GPU) and the element-wise step
+// of a cell is the device's RnnPointwise (csrc/rnn.h).
+//
+// Forward, per layer and direction: one GEMM projects the inputs of all T
+// steps at once (T * B rows, with the bias(es) folded in); then per step one
+// GEMM adds W_hh h_{t-1} (GRU: into a separate buffer, since r multiplies its
+// n part) and one element-wise kernel forms the gates and the new state,
+// writing the activations over the projections (they are what backward needs).
+//
+// Backward, per layer (last first) and direction: per step one element-wise
+// kernel turns the carried dh (and dc) into the pre-activation gate gradients
+// of that step, and one GEMM carries dh to the step before (dG_t W_hh). The
+// weight gradients and the input gradient are then single GEMMs over all
+// T * B rows, not T small ones.
+#include "rnn.h"
+
+#include <string>
+#include <utility>
+
+namespace d2l_ext {
+namespace {
+
+struct RnnGeometry {
+  RnnMode mode;
+  int64_t T, B, I, H, L, D, G;
+  bool bias;
+  int64_t per_block() const { return bias ? 4 : 2; }  // tensors per (layer, direction) in weights
+  int64_t block_numel() const { return T * B * H * rnn_block_rows(mode); }
+};
+
+const char* mode_name(RnnMode mode) {
+  switch (mode) {
+    case RnnMode::Tanh: return "rnn_tanh";
+    case RnnMode::Relu: return "rnn_relu";
+    case RnnMode::Lstm: return "lstm";
+    case RnnMode::Gru: return "gru";
+  }
+  return "rnn";
+}
+
+void check_like(const at::Tensor& t, const at::Tensor& input, const char* op, const std::string& name) {
+  TORCH_CHECK(t.device() == input.device(), "d2l_ext.", op, ": ", name, " is on ", t.device(), " but input is on ",
+              input.device());
+  TORCH_CHECK(t.scalar_type() == input.scalar_type(), "d2l_ext.", op, ": ", name, " is ", t.scalar_type(),
+              " but input is ", input.scalar_type());
+}
+
+void check_shape(const at::Tensor& t, at::IntArrayRef expected, const char* op, const std::string& name) {
+  TORCH_CHECK(t.sizes() == expected, "d2l_ext.", op, ": ", name, " must have shape ", expected, ", got ", t.sizes());
+}
+
+RnnGeometry check_rnn_args(const at::Tensor& input, const at::Tensor& hx, const std::optional<at::Tensor>& cx,
+                           at::TensorList weights, int64_t mode_int, bool has_biases, int64_t num_layers,
+                           bool bidirectional, at::TensorList dropout_masks) {
+  const RnnMode mode = rnn_mode(mode_int);
+  const char* op = mode_name(mode);
+  TORCH_CHECK(input.dim() == 3, "d2l_ext.", op, ": input must be (T, B, input_size), got shape ", input.sizes());
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()), "d2l_ext.", op, ": input must be floating point, got ",
+              input.scalar_type());
+  TORCH_CHECK(input.size(0) > 0, "d2l_ext.", op, ": expected sequence length to be larger than 0");
+  TORCH_CHECK(num_layers >= 1, "d2l_ext.", op, ": num_layers must be at least 1, got ", num_layers);
+  RnnGeometry g{mode, input.size(0), input.size(1), input.size(2), 0, num_layers, bidirectional ? 2 : 1,
+                rnn_gates(mode), has_biases};
+  TORCH_CHECK(hx.dim() == 3, "d2l_ext.", op, ": hx must be (num_layers * num_directions, B, hidden_size), got shape ",
+              hx.sizes());
+  g.H = hx.size(2);
+  TORCH_CHECK(g.H > 0, "d2l_ext.", op, ": hidden_size must be positive");
+  check_like(hx, input, op, "hx");
+  check_shape(hx, {g.L * g.D, g.B, g.H}, op, "hx");
+  if (mode == RnnMode::Lstm) {
+    TORCH_CHECK(cx.has_value() && cx->defined(), "d2l_ext.lstm: cx (the initial cell state) is required");
+    check_like(*cx, input, op, "cx");
+    check_shape(*cx, {g.L * g.D, g.B, g.H}, op, "cx");
+  } else {
+    TORCH_CHECK(!cx.has_value() || !cx->defined(), "d2l_ext.", op, ": cx is for LSTM only");
+  }
+  const int64_t expected = g.L * g.D * g.per_block();
+  TORCH_CHECK(static_cast<int64_t>(weights.size()) == expected, "d2l_ext.", op, ": expected ", expected,
+              " weight tensors (w_ih, w_hh", has_biases ? ", b_ih, b_hh" : "", " per layer and direction), got ",
+              weights.size());
+  for (int64_t l = 0; l < g.L; ++l) {
+    const int64_t in_l = l == 0 ? g.I : g.D * g.H;
+    for (int64_t d = 0; d < g.D; ++d) {
+      const int64_t base = (l * g.D + d) * g.per_block();
+      const std::string suffix = "_l" + std::to_string(l) + (d == 1 ? "_reverse" : "");
+      const std::string names[4] = {"weight_ih" + suffix, "weight_hh" + suffix, "bias_ih" + suffix,
+                                    "bias_hh" + suffix};
+      for (int64_t k = 0; k < g.per_block(); ++k) check_like(weights[base + k], input, op, names[k]);
+      check_shape(weights[base], {g.G * g.H, in_l}, op, names[0]);
+      check_shape(weights[base + 1], {g.G * g.H, g.H}, op, names[1]);
+      if (has_biases) {
+        check_shape(weights[base + 2], {g.G * g.H}, op, names[2]);
+        check_shape(weights[base + 3], {g.G * g.H}, op, names[3]);
+      }
+    }
+  }
+  TORCH_CHECK(dropout_masks.empty() || static_cast<int64_t>(dropout_masks.size()) == g.L - 1, "d2l_ext.", op,
+              ": expected no dropout masks or num_layers - 1 = ", g.L - 1, ", got ", dropout_masks.size());
+  for (size_t i = 0; i < dropout_masks.size(); ++i) {
+    const std::string name = "dropout_masks[" + std::to_string(i) + "]";
+    check_like(dropout_masks[i], input, op, name);
+    check_shape(dropout_masks[i], {g.T, g.B, g.D * g.H}, op, name);
+  }
+  return g;
+}
+
+// The parts of reserve block (l, d): 0 activations (T, B, G * H), 1 h (T, B, H), 2 extra (T, B, H).
+at::Tensor block_part(const at::Tensor& reserve, const RnnGeometry& g, int64_t l, int64_t d, int part) {
+  const int64_t base = (l * g.D + d) * g.block_numel();
+  const int64_t gates = g.T * g.B * g.G * g.H, plane = g.T * g.B * g.H;
+  if (part == 0) return reserve.narrow(0, base, gates).view({g.T, g.B, g.G * g.H});
+  return reserve.narrow(0, base + gates + (part - 1) * plane, plane).view({g.T, g.B, g.H});
+}
+
+bool has_extra(RnnMode mode) { return mode == RnnMode::Lstm || mode == RnnMode::Gru; }
+
+// The input of layer l > 0: the previous layer's outputs (both directions side by side), dropped out.
+at::Tensor layer_input(const at::Tensor& reserve, const RnnGeometry& g, int64_t l, at::TensorList masks) {
+  at::Tensor x = g.D == 1 ? block_part(reserve, g, l - 1, 0, 1)
+                          : at::cat({block_part(reserve, g, l - 1, 0, 1), block_part(reserve, g, l - 1, 1, 1)}, 2);
+  return masks.empty() ? x : x * masks[l - 1];
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_forward(
+    const at::Tensor& input, const at::Tensor& hx, const std::optional<at::Tensor>& cx, at::TensorList weights,
+    int64_t mode_int, bool has_biases, int64_t num_layers, bool bidirectional, at::TensorList dropout_masks,
+    const RnnPointwise& kernels) {
+  const RnnGeometry g =
+      check_rnn_args(input, hx, cx, weights, mode_int, has_biases, num_layers, bidirectional, dropout_masks);
+  const bool lstm = g.mode == RnnMode::Lstm, gru = g.mode == RnnMode::Gru;
+  const at::Tensor h0 = hx.contiguous();
+  const at::Tensor c0 = lstm ? cx->contiguous() : at::Tensor();
+  at::Tensor reserve = at::empty({g.L * g.D * g.block_numel()}, input.options());
+  at::Tensor hy = at::empty({g.L * g.D, g.B, g.H}, input.options());
+  at::Tensor cy = lstm ? at::empty({g.L * g.D, g.B, g.H}, input.options()) : at::empty({0}, input.options());
+  at::Tensor hidden = gru ? at::empty({g.B, g.G * g.H}, input.options()) : at::Tensor();
+  at::Tensor x = input.contiguous();
+  for (int64_t l = 0; l < g.L; ++l) {
+    if (l > 0) x = layer_input(reserve, g, l, dropout_masks);
+    const at::Tensor x2 = x.view({g.T * g.B, x.size(2)});
+    for (int64_t d = 0; d < g.D; ++d) {
+      const int64_t base = (l * g.D + d) * g.per_block();
+      const at::Tensor &w_ih = weights[base], &w_hh = weights[base + 1];
+      const at::Tensor acts = block_part(reserve, g, l, d, 0), hs = block_part(reserve, g, l, d, 1);
+      const at::Tensor extra = has_extra(g.mode) ? block_part(reserve, g, l, d, 2) : at::Tensor();
+      at::Tensor acts2 = acts.view({g.T * g.B, g.G * g.H});
+      if (has_biases) {
+        const at::Tensor bias = gru ? weights[base + 2] : weights[base + 2] + weights[base + 3];
+        at::addmm_out(acts2, bias, x2, w_ih.t());
+      } else {
+        at::mm_out(acts2, x2, w_ih.t());
+      }
+      at::Tensor h_prev = h0[l * g.D + d], c_prev = lstm ? c0[l * g.D + d] : at::Tensor();
+      for (int64_t s = 0; s < g.T; ++s) {
+        const int64_t t = d == 0 ? s : g.T - 1 - s;
+        RnnStepForward step{g.mode, acts[t], hidden, h_prev, c_prev, hs[t], extra.defined() ? extra[t] : at::Tensor()};
+        if (gru) {
+          if (has_biases) {
+            at::addmm_out(hidden, weights[base + 3], h_prev, w_hh.t());
+          } else {
+            at::mm_out(hidden, h_prev, w_hh.t());
+          }
+        } else {
+          step.gates.addmm_(h_prev, w_hh.t());
+        }
+        kernels.forward(step);
+        h_prev = step.h;
+        if (lstm) c_prev = step.extra;
+      }
+      hy[l * g.D + d].copy_(h_prev);
+      if (lstm) cy[l * g.D + d].copy_(c_prev);
+    }
+  }
+  const int64_t last = g.L - 1;
+  at::Tensor output = g.D == 1 ? block_part(reserve, g, last, 0, 1).clone()
+                               : at::cat({block_part(reserve, g, last, 0, 1), block_part(reserve, g, last, 1, 1)}, 2);
+  return {output, hy, cy, reserve};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_backward(
+    const std::optional<at::Tensor>& grad_output, const std::optional<at::Tensor>& grad_hy,
+    const std::optional<at::Tensor>& grad_cy, const at::Tensor& input, const at::Tensor& hx,
+    const std::optional<at::Tensor>& cx, at::TensorList weights, const at::Tensor& reserve, int64_t mode_int,
+    bool has_biases, int64_t num_layers, bool bidirectional, at::TensorList dropout_masks, bool need_input_grad,
+    const RnnPointwise& kernels) {
+  const RnnGeometry g =
+      check_rnn_args(input, hx, cx, weights, mode_int, has_biases, num_layers, bidirectional, dropout_masks);
+  const char* op = mode_name(g.mode);
+  const bool lstm = g.mode == RnnMode::Lstm, gru = g.mode == RnnMode::Gru;
+  TORCH_CHECK(reserve.dim() == 1 && reserve.numel() == g.L * g.D * g.block_numel(), "d2l_ext._", op,
+              "_backward: reserve has ", reserve.numel(), " elements, expected ", g.L * g.D * g.block_numel(),
+              " (the forward's reserve for these arguments)");
+  check_like(reserve, input, op, "reserve");
+  auto defined = [](const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); };
+  if (defined(grad_output)) {
+    check_like(*grad_output, input, op, "grad_output");
+    check_shape(*grad_output, {g.T, g.B, g.D * g.H}, op, "grad_output");
+  }
+  if (defined(grad_hy)) {
+    check_like(*grad_hy, input, op, "grad_hy");
+    check_shape(*grad_hy, {g.L * g.D, g.B, g.H}, op, "grad_hy");
+  }
+  if (lstm && defined(grad_cy)) {
+    check_like(*grad_cy, input, op, "grad_cy");
+    check_shape(*grad_cy, {g.L * g.D, g.B, g.H}, op, "grad_cy");
+  }
+  const at::TensorOptions opts = input.options();
+  const at::Tensor h0 = hx.contiguous();
+  const at::Tensor c0 = lstm ? cx->contiguous() : at::Tensor();
+  const at::Tensor r = reserve.contiguous();
+  at::Tensor grad_hx = at::empty({g.L * g.D, g.B, g.H}, opts);
+  at::Tensor grad_cx = lstm ? at::empty({g.L * g.D, g.B, g.H}, opts) : at::empty({0}, opts);
+  std::vector<at::Tensor> grad_weights;
+  grad_weights.reserve(weights.size());
+  for (const at::Tensor& w : weights) grad_weights.push_back(at::empty(w.sizes(), opts));
+  at::Tensor grad_input;
+  // Gradient reaching the current layer's outputs (T, B, D * H); undefined = zero.
+  at::Tensor d_out = defined(grad_output) ? grad_output->contiguous() : at::Tensor();
+  at::Tensor d_gates = at::empty({g.T, g.B, g.G * g.H}, opts);
+  at::Tensor d_hidden = gru ? at::empty({g.T, g.B, g.G * g.H}, opts) : d_gates;
+  at::Tensor dh = at::empty({g.B, g.H}, opts), dh_next = at::empty({g.B, g.H}, opts);
+  at::Tensor dc = lstm ? at::empty({g.B, g.H}, opts) : at::Tensor();
+  for (int64_t l = g.L - 1; l >= 0; --l) {
+    const at::Tensor x = l == 0 ? input.contiguous() : layer_input(r, g, l, dropout_masks);
+    const int64_t in_l = x.size(2);
+    const at::Tensor x2 = x.view({g.T * g.B, in_l});
+    const bool want_dx = l > 0 || need_input_grad;
+    at::Tensor dx;
+    for (int64_t d = 0; d < g.D; ++d) {
+      const int64_t idx = l * g.D + d, base = idx * g.per_block();
+      const at::Tensor &w_ih = weights[base], &w_hh = weights[base + 1];
+      const at::Tensor acts = block_part(r, g, l, d, 0), hs = block_part(r, g, l, d, 1);
+      const at::Tensor extra = has_extra(g.mode) ? block_part(r, g, l, d, 2) : at::Tensor();
+      if (defined(grad_hy)) dh.copy_((*grad_hy)[idx]); else dh.zero_();
+      if (lstm) {
+        if (defined(grad_cy)) dc.copy_((*grad_cy)[idx]); else dc.zero_();
+      }
+      // Steps in reverse of the forward order; `first` is the forward's first step (its h_prev is h0).
+      const int64_t first = d == 0 ? 0 : g.T - 1, back = d == 0 ? -1 : 1;
+      for (int64_t s = 0; s < g.T; ++s) {
+        const int64_t t = d == 0 ? g.T - 1 - s : s;
+        const bool at_first = t == first;
+        RnnStepBackward step;
+        step.mode = g.mode;
+        step.acts = acts[t];
+        if (d_out.defined()) step.grad_out = d_out[t].narrow(1, d * g.H, g.H);
+        step.dh = dh;
+        step.dc = dc;
+        step.h_prev = at_first ? h0[idx] : hs[t + back];
+        if (lstm) step.c_prev = at_first ? c0[idx] : extra[t + back];
+        step.h = hs[t];
+        if (extra.defined()) step.extra = extra[t];
+        step.d_gates = d_gates[t];
+        step.d_hidden = d_hidden[t];
+        kernels.backward(step);
+        if (gru) {
+          at::addmm_out(dh_next, dh, d_hidden[t], w_hh);
+        } else {
+          at::mm_out(dh_next, d_gates[t], w_hh);
+        }
+        std::swap(dh, dh_next);
+      }
+      grad_hx[idx].copy_(dh);
+      if (lstm) grad_cx[idx].copy_(dc);
+      const at::Tensor dg2 = d_gates.view({g.T * g.B, g.G * g.H});
+      const at::Tensor dhid2 = d_hidden.view({g.T * g.B, g.G * g.H});
+      at::mm_out(grad_weights[base], dg2.t(), x2);
+      // dW_hh = sum_t dHidden_t^T h_prev(t): the steps after the first pair with the h of the step before.
+      at::Tensor& gw_hh = grad_weights[base + 1];
+      if (g.T > 1) {
+        const int64_t rows = (g.T - 1) * g.B;
+        const at::Tensor later = d_hidden.narrow(0, d == 0 ? 1 : 0, g.T - 1).reshape({rows, g.G * g.H});
+        const at::Tensor prev = hs.narrow(0, d == 0 ? 0 : 1, g.T - 1).reshape({rows, g.H});
+        at::mm_out(gw_hh, later.t(), prev);
+        gw_hh.addmm_(d_hidden[first].t(), h0[idx]);
+      } else {
+        at::mm_out(gw_hh, d_hidden[0].t(), h0[idx]);
+      }
+      if (has_biases) {
+        at::sum_out(grad_weights[base + 2], dg2, {0});
+        at::sum_out(grad_weights[base + 3], dhid2, {0});
+      }
+      if (want_dx) {
+        if (d == 0) {
+          dx = at::mm(dg2, w_ih);
+        } else {
+          dx.addmm_(dg2, w_ih);
+        }
+      }
+    }
+    if (l > 0) {
+      d_out = dx.view({g.T, g.B, in_l});
+      if (!dropout_masks.empty()) d_out = d_out * dropout_masks[l - 1];
+    } else if (want_dx) {
+      grad_input = dx.view({g.T, g.B, g.I});
+    }
+  }
+  return {grad_input, grad_hx, grad_cx, grad_weights};
+}
+
+}  // namespace d2l_ext
