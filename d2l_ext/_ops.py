@@ -48,7 +48,7 @@ def _op_kernel_device_types() -> dict[str, frozenset[str]]:
     if not LOADED:
         return {}
     has = torch._C._dispatch_has_kernel_for_dispatch_key
-    names = ("cross_entropy", "max_pool2d", "conv2d")
+    names = ("cross_entropy", "max_pool2d", "conv2d", "rnn")
     return {
         name: frozenset(k.lower() for k in ("CPU", "CUDA") if has(f"d2l_ext::{name}", k))
         for name in names
@@ -438,3 +438,42 @@ if LOADED and "conv2d" in OP_KERNEL_DEVICE_TYPES:
     torch.library.register_autograd(
         "d2l_ext::_conv2d_backward", _conv2d_double_backward, setup_context=_conv2d_backward_setup
     )
+
+
+# ------------------------------------------------------------------------- rnn
+RNN_GATES = {0: 1, 1: 1, 2: 4, 3: 3}  # mode -> gates per cell (tanh, relu, lstm, gru)
+
+
+def rnn_reserve_numel(mode: int, T: int, B: int, H: int, num_layers: int, directions: int) -> int:
+    """Elements of the forward's reserve (csrc/rnn.h): per layer and direction,
+    gate activations (T, B, G * H), h (T, B, H) and, for LSTM and GRU, one more
+    (T, B, H) plane (c_t, or the GRU's W_hn h_{t-1} + b_hn)."""
+    rows = RNN_GATES[mode] + 1 + (1 if mode in (2, 3) else 0)
+    return num_layers * directions * T * B * H * rows
+
+
+def _rnn_fake(input, hx, cx, weights, mode, has_biases, num_layers, bidirectional, dropout_masks):
+    torch._check(input.dim() == 3, lambda: "d2l_ext.rnn: input must be (T, B, input_size)")
+    torch._check(hx.dim() == 3, lambda: "d2l_ext.rnn: hx must be (num_layers * num_directions, B, H)")
+    T, B = input.shape[0], input.shape[1]
+    H = hx.shape[2]
+    D = 2 if bidirectional else 1
+    out = input.new_empty((T, B, D * H))
+    hy = input.new_empty((num_layers * D, B, H))
+    cy = input.new_empty((num_layers * D, B, H)) if mode == 2 else input.new_empty((0,))
+    reserve = input.new_empty((rnn_reserve_numel(mode, T, B, H, num_layers, D),))
+    return out, hy, cy, reserve
+
+
+def _rnn_backward_fake(
+    grad_output, grad_hy, grad_cy, input, hx, cx, weights, reserve, mode, has_biases, num_layers,
+    bidirectional, dropout_masks, need_input_grad,
+):
+    gi = input.new_empty(input.shape) if need_input_grad else None
+    gcx = input.new_empty(hx.shape) if mode == 2 else input.new_empty((0,))
+    return gi, input.new_empty(hx.shape), gcx, [w.new_empty(w.shape) for w in weights]
+
+
+if LOADED and "rnn" in OP_KERNEL_DEVICE_TYPES:
+    torch.library.register_fake("d2l_ext::rnn")(_rnn_fake)
+    torch.library.register_fake("d2l_ext::_rnn_backward")(_rnn_backward_fake)

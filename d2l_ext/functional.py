@@ -21,6 +21,14 @@ __all__ = [
     "avg_pool1d",
     "avg_pool2d",
     "cross_entropy",
+    "gru",
+    "gru_cell",
+    "lstm",
+    "lstm_cell",
+    "rnn_relu",
+    "rnn_relu_cell",
+    "rnn_tanh",
+    "rnn_tanh_cell",
     "max_pool1d",
     "max_pool2d",
     "pool2d",
@@ -670,3 +678,190 @@ def corr2d(X: Tensor, K: Tensor) -> Tensor:
     if X.dim() != 2 or K.dim() != 2:
         raise RuntimeError(f"corr2d: X and K must be 2-D, got {list(X.shape)} and {list(K.shape)}")
     return conv2d(X[None, None], K[None, None])[0, 0]
+
+
+# ------------------------------------------------------------------ recurrent cells and layers
+_RNN_NATIVE_DTYPES = {
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+    "meta": (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+}
+
+
+def _rnn_native(x: Tensor) -> bool:
+    """Whether the recurrent op runs the native kernels for tensors like x."""
+    kind = x.device.type
+    return (
+        x.dtype in _RNN_NATIVE_DTYPES.get(kind, ())
+        and _backend.native_for(x)
+        and _ops.has_kernel("rnn", kind)
+    )
+
+
+def _dropout_masks(x: Tensor, width: int, num_layers: int, p: float, train: bool) -> list[Tensor]:
+    """Inverted-dropout masks for the inputs of layers 1..L-1, each (T, B, width),
+    0 or 1 / (1 - p), as torch applies dropout between stacked layers."""
+    if not train or p == 0 or num_layers < 2:
+        return []
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    shape = (x.shape[0], x.shape[1], width)
+    if p == 1:
+        return [x.new_zeros(shape) for _ in range(num_layers - 1)]
+    return [x.new_empty(shape).bernoulli_(1 - p).div_(1 - p) for _ in range(num_layers - 1)]
+
+
+def _rnn_layers(
+    mode: str,
+    input: Tensor,
+    hx: Tensor,
+    cx: Tensor | None,
+    params: list[Tensor],
+    has_biases: bool,
+    num_layers: int,
+    dropout: float,
+    train: bool,
+    bidirectional: bool,
+    batch_first: bool,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    if input.dim() != 3:
+        raise RuntimeError(f"{mode}: input must be 3-D (T, B, input_size) here, got {input.dim()}-D")
+    x = input.transpose(0, 1) if batch_first else input
+    D = 2 if bidirectional else 1
+    proj_size = hx.shape[-1] if cx is not None and hx.shape[-1] != cx.shape[-1] else 0
+    masks = _dropout_masks(x, D * hx.shape[-1], num_layers, dropout, train)
+    code = reference.RNN_MODES[mode]
+    if proj_size == 0 and _rnn_native(x):
+        out, hy, cy, _ = torch.ops.d2l_ext.rnn(
+            x, hx, cx, list(params), code, has_biases, num_layers, bidirectional, masks
+        )
+    else:  # the Python loop (also LSTM with proj_size, which the kernels do not have yet)
+        out, hy, cy = reference.rnn(
+            x, hx, cx, list(params), code, has_biases, num_layers, bidirectional, masks, proj_size
+        )
+    if batch_first:
+        out = out.transpose(0, 1)
+    return out, hy, cy if code == 2 else None
+
+
+def rnn_tanh(
+    input: Tensor, hx: Tensor, params: list[Tensor], has_biases: bool, num_layers: int, dropout: float,
+    train: bool, bidirectional: bool, batch_first: bool,
+) -> tuple[Tensor, Tensor]:
+    """Stacked Elman RNN layers with tanh, as ``torch.rnn_tanh``.
+
+    Shapes: input (T, B, I) ((B, T, I) when batch_first); hx (L * D, B, H);
+    params: torch's ``_flat_weights`` (w_ih (H, I_l), w_hh (H, H)[, b_ih, b_hh]
+    per layer and direction). Returns (output (T, B, D * H), h_n (L * D, B, H)).
+    The time loop runs in C++; dropout (between layers, when train) as torch.
+    """
+    out, hy, _ = _rnn_layers("rnn_tanh", input, hx, None, params, has_biases, num_layers, dropout, train,
+                             bidirectional, batch_first)
+    return out, hy
+
+
+def rnn_relu(
+    input: Tensor, hx: Tensor, params: list[Tensor], has_biases: bool, num_layers: int, dropout: float,
+    train: bool, bidirectional: bool, batch_first: bool,
+) -> tuple[Tensor, Tensor]:
+    """As :func:`rnn_tanh` with ReLU (``torch.rnn_relu``)."""
+    out, hy, _ = _rnn_layers("rnn_relu", input, hx, None, params, has_biases, num_layers, dropout, train,
+                             bidirectional, batch_first)
+    return out, hy
+
+
+def gru(
+    input: Tensor, hx: Tensor, params: list[Tensor], has_biases: bool, num_layers: int, dropout: float,
+    train: bool, bidirectional: bool, batch_first: bool,
+) -> tuple[Tensor, Tensor]:
+    """Stacked GRU layers, as ``torch.gru``: input (T, B, I), hx (L * D, B, H),
+    params w_ih (3H, I_l), w_hh (3H, H)[, b_ih, b_hh] -> (output (T, B, D * H), h_n)."""
+    out, hy, _ = _rnn_layers("gru", input, hx, None, params, has_biases, num_layers, dropout, train,
+                             bidirectional, batch_first)
+    return out, hy
+
+
+def lstm(
+    input: Tensor, hx: tuple[Tensor, Tensor] | list[Tensor], params: list[Tensor], has_biases: bool,
+    num_layers: int, dropout: float, train: bool, bidirectional: bool, batch_first: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Stacked LSTM layers, as ``torch.lstm``: input (T, B, I), hx = (h0 (L * D, B, P),
+    c0 (L * D, B, H)) with P = proj_size or H, params w_ih (4H, I_l), w_hh (4H, P)
+    [, b_ih, b_hh][, w_hr (P, H)] -> (output (T, B, D * P), h_n, c_n). With
+    proj_size the Python loop runs (the kernels have no projection yet)."""
+    h0, c0 = hx
+    out, hy, cy = _rnn_layers("lstm", input, h0, c0, params, has_biases, num_layers, dropout, train,
+                              bidirectional, batch_first)
+    assert cy is not None
+    return out, hy, cy
+
+
+def _cell(mode: str, input: Tensor, hx: Tensor, cx: Tensor | None, w_ih: Tensor, w_hh: Tensor,
+          b_ih: Tensor | None, b_hh: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    if input.dim() not in (1, 2):
+        raise ValueError(f"{mode}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+    unbatched = input.dim() == 1
+    x = input.unsqueeze(0) if unbatched else input
+    states = [hx] if cx is None else [hx, cx]
+    if unbatched:
+        states = [s.unsqueeze(0) if s.dim() == 1 else s for s in states]
+    if x.shape[1] != w_ih.shape[1]:
+        raise RuntimeError(
+            f"{mode}: input has inconsistent input_size: got {x.shape[1]} expected {w_ih.shape[1]}"
+        )
+    for name, s in zip(("hx", "cx"), states):
+        if s.dim() != 2 or s.shape[0] != x.shape[0] or s.shape[1] != w_hh.shape[1]:
+            raise RuntimeError(
+                f"{mode}: {name} must be ({x.shape[0]}, {w_hh.shape[1]}) for this input, got {tuple(s.shape)}"
+            )
+    if (b_ih is None) != (b_hh is None):  # torch allows one bias: the other is zero
+        b_ih = torch.zeros_like(b_hh) if b_ih is None else b_ih
+        b_hh = torch.zeros_like(b_ih) if b_hh is None else b_hh
+    code = reference.RNN_MODES[mode.removesuffix("_cell")]
+    if _rnn_native(x):
+        weights = [w_ih, w_hh] if b_ih is None else [w_ih, w_hh, b_ih, b_hh]
+        c0 = states[1].unsqueeze(0) if cx is not None else None
+        _, hy, cy, _ = torch.ops.d2l_ext.rnn(x.unsqueeze(0), states[0].unsqueeze(0), c0, weights, code,
+                                             b_ih is not None, 1, False, [])
+        h, c = hy[0], (cy[0] if code == 2 else None)
+    elif code == 2:
+        h, c = reference.lstm_cell(x, (states[0], states[1]), w_ih, w_hh, b_ih, b_hh)
+    else:
+        cell = (reference.rnn_tanh_cell, reference.rnn_relu_cell, None, reference.gru_cell)[code]
+        h, c = cell(x, states[0], w_ih, w_hh, b_ih, b_hh), None
+    if unbatched:
+        h = h.squeeze(0)
+        c = c.squeeze(0) if c is not None else None
+    return h, c
+
+
+def rnn_tanh_cell(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+                  b_hh: Tensor | None = None) -> Tensor:
+    """One Elman step with tanh, as ``torch.rnn_tanh_cell``: input (B, I) or
+    (I,), hx (B, H) or (H,), w_ih (H, I), w_hh (H, H) -> h' like hx.
+    Two GEMMs, then one fused element-wise kernel."""
+    return _cell("rnn_tanh_cell", input, hx, None, w_ih, w_hh, b_ih, b_hh)[0]
+
+
+def rnn_relu_cell(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+                  b_hh: Tensor | None = None) -> Tensor:
+    """As :func:`rnn_tanh_cell` with ReLU (``torch.rnn_relu_cell``)."""
+    return _cell("rnn_relu_cell", input, hx, None, w_ih, w_hh, b_ih, b_hh)[0]
+
+
+def gru_cell(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+             b_hh: Tensor | None = None) -> Tensor:
+    """One GRU step, as ``torch.gru_cell``: input (B, I), hx (B, H), w_ih (3H, I),
+    w_hh (3H, H), gates r, z, n with b_hn inside the reset product -> h' (B, H)."""
+    return _cell("gru_cell", input, hx, None, w_ih, w_hh, b_ih, b_hh)[0]
+
+
+def lstm_cell(input: Tensor, hx: tuple[Tensor, Tensor] | list[Tensor], w_ih: Tensor, w_hh: Tensor,
+              b_ih: Tensor | None = None, b_hh: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """One LSTM step, as ``torch.lstm_cell``: input (B, I), hx = (h, c) each
+    (B, H), w_ih (4H, I), w_hh (4H, H), gates i, f, g, o -> (h', c')."""
+    if len(hx) != 2:
+        raise RuntimeError(f"lstm_cell: hx must be a pair (h, c), got {len(hx)} tensors")
+    h, c = _cell("lstm_cell", input, hx[0], hx[1], w_ih, w_hh, b_ih, b_hh)
+    assert c is not None
+    return h, c

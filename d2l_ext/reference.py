@@ -22,6 +22,12 @@ __all__ = [
     "adaptive_max_pool2d",
     "avg_pool2d",
     "conv2d",
+    "gru_cell",
+    "lstm_cell",
+    "lstm_scratch",
+    "rnn",
+    "rnn_relu_cell",
+    "rnn_tanh_cell",
     "corr2d",
     "corr2d_book",
     "cross_entropy",
@@ -407,3 +413,123 @@ def _conv2d_taps(input, weight, bias, stride, padding, dilation, groups, out_siz
     if bias is not None:
         out = out + bias.view(1, o, 1, 1)
     return out
+
+
+# ------------------------------------------------------------------ recurrent cells and layers
+# Chapters 9-10 of the book: one step of each cell, with torch's weight layout
+# (w_ih (G * H, I), w_hh (G * H, H), gates stacked in torch's order).
+
+RNN_MODES = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
+
+
+def _linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    return x @ w.T if b is None else x @ w.T + b
+
+
+def rnn_tanh_cell(x: Tensor, h: Tensor, w_ih, w_hh, b_ih=None, b_hh=None) -> Tensor:
+    """``H_t = tanh(X_t W_xh + H_{t-1} W_hh + b_h)``: x (B, I), h (B, H) -> (B, H)."""
+    return torch.tanh(_linear(x, w_ih, b_ih) + _linear(h, w_hh, b_hh))
+
+
+def rnn_relu_cell(x: Tensor, h: Tensor, w_ih, w_hh, b_ih=None, b_hh=None) -> Tensor:
+    """The Elman cell with ReLU: x (B, I), h (B, H) -> (B, H)."""
+    return torch.relu(_linear(x, w_ih, b_ih) + _linear(h, w_hh, b_hh))
+
+
+def lstm_cell(
+    x: Tensor, state: tuple[Tensor, Tensor], w_ih, w_hh, b_ih=None, b_hh=None
+) -> tuple[Tensor, Tensor]:
+    """The LSTM cell (section 10.1): input, forget and output gates, candidate
+    memory; x (B, I), state (h, c) each (B, H) -> (h, c)."""
+    h, c = state
+    i, f, g, o = (_linear(x, w_ih, b_ih) + _linear(h, w_hh, b_hh)).chunk(4, dim=1)
+    input_gate, forget_gate, output_gate = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
+    C_tilde = torch.tanh(g)
+    c = forget_gate * c + input_gate * C_tilde
+    return output_gate * torch.tanh(c), c
+
+
+def gru_cell(x: Tensor, h: Tensor, w_ih, w_hh, b_ih=None, b_hh=None) -> Tensor:
+    """The GRU cell (section 10.2): reset gate r, update gate z, candidate
+    state n with the hidden bias b_hn inside the reset product (torch's form);
+    x (B, I), h (B, H) -> (B, H)."""
+    x_r, x_z, x_n = _linear(x, w_ih, b_ih).chunk(3, dim=1)
+    h_r, h_z, h_n = _linear(h, w_hh, b_hh).chunk(3, dim=1)
+    R = torch.sigmoid(x_r + h_r)
+    Z = torch.sigmoid(x_z + h_z)
+    H_tilde = torch.tanh(x_n + R * h_n)
+    return Z * h + (1 - Z) * H_tilde
+
+
+def rnn(
+    input: Tensor,
+    hx: Tensor,
+    cx: Tensor | None,
+    weights: list[Tensor],
+    mode: int,
+    has_biases: bool,
+    num_layers: int,
+    bidirectional: bool,
+    dropout_masks: list[Tensor],
+    proj_size: int = 0,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Deep (and bidirectional) recurrent layers as the book builds them: a
+    Python loop over time steps per layer and direction, the layer's outputs
+    (both directions concatenated, times the dropout mask) feeding the next.
+
+    Shapes: input (T, B, I); hx (L * D, B, P) where P = proj_size or H; cx
+    (L * D, B, H) for LSTM; weights in torch's ``_flat_weights`` order
+    (w_ih, w_hh[, b_ih, b_hh][, w_hr] per layer and direction). Returns
+    (output (T, B, D * P), hy, cy (LSTM) or None). An LSTM with proj_size
+    maps h_t = (o * tanh(c_t)) @ w_hr.T.
+    """
+    cell = (rnn_tanh_cell, rnn_relu_cell, lstm_cell, gru_cell)[mode]
+    D = 2 if bidirectional else 1
+    per = (4 if has_biases else 2) + (1 if proj_size else 0)
+    T = input.shape[0]
+    x = input
+    hs, cs = [], []
+    for layer in range(num_layers):
+        outs = []
+        for d in range(D):
+            k = layer * D + d
+            w = weights[k * per : (k + 1) * per]
+            w_ih, w_hh = w[0], w[1]
+            b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
+            h = hx[k]
+            c = cx[k] if cx is not None else None
+            steps: list[Tensor] = [input.new_empty(0)] * T
+            for t in range(T) if d == 0 else reversed(range(T)):
+                if mode == 2:
+                    h, c = cell(x[t], (h, c), w_ih, w_hh, b_ih, b_hh)
+                    if proj_size:
+                        h = h @ w[-1].T
+                else:
+                    h = cell(x[t], h, w_ih, w_hh, b_ih, b_hh)
+                steps[t] = h
+            outs.append(torch.stack(steps))
+            hs.append(h)
+            cs.append(c)
+        x = torch.cat(outs, dim=2) if D == 2 else outs[0]
+        if layer < num_layers - 1 and dropout_masks:
+            x = x * dropout_masks[layer]
+    return x, torch.stack(hs), (torch.stack(cs) if mode == 2 else None)
+
+
+def lstm_scratch(inputs: Tensor, state: tuple[Tensor, Tensor], params: list[Tensor]) -> tuple[Tensor, tuple]:
+    """The book's from-scratch LSTM (section 10.1.3), kept as it is written
+    there, for the benchmark's "scratch loop" baseline: inputs (T, B, I), params
+    ``[W_xi, W_hi, b_i, W_xf, W_hf, b_f, W_xo, W_ho, b_o, W_xc, W_hc, b_c]``
+    with W_x* (I, H), W_h* (H, H); returns (outputs (T, B, H), (H, C))."""
+    W_xi, W_hi, b_i, W_xf, W_hf, b_f, W_xo, W_ho, b_o, W_xc, W_hc, b_c = params
+    H, C = state
+    outputs = []
+    for X in inputs:
+        I = torch.sigmoid((X @ W_xi) + (H @ W_hi) + b_i)  # noqa: E741 (the book's names)
+        F = torch.sigmoid((X @ W_xf) + (H @ W_hf) + b_f)
+        O = torch.sigmoid((X @ W_xo) + (H @ W_ho) + b_o)  # noqa: E741
+        C_tilde = torch.tanh((X @ W_xc) + (H @ W_hc) + b_c)
+        C = F * C + I * C_tilde
+        H = O * torch.tanh(C)
+        outputs.append(H)
+    return torch.stack(outputs), (H, C)

@@ -12,6 +12,7 @@ from .pooling import (
     MaxPool1d,
     MaxPool2d,
 )
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __all__ = [
     "AdaptiveAvgPool1d",
@@ -23,6 +24,12 @@ __all__ = [
     "Conv1d",
     "Conv2d",
     "CrossEntropyLoss",
+    "GRU",
+    "GRUCell",
+    "LSTM",
+    "LSTMCell",
     "MaxPool1d",
     "MaxPool2d",
+    "RNN",
+    "RNNCell",
 ]
