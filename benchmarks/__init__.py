@@ -17,6 +17,7 @@ OPS: tuple[str, ...] = (
     "cross_entropy",
     "pooling",
     "conv",
+    "rnn",
 )
 
 

@@ -55,8 +55,15 @@ from torch.utils import benchmark as tbench
 
 import d2l_ext
 
-IMPLS = ("native", "torch", "python")
-IMPL_TITLES = {"native": "d2l_ext native", "torch": "torch", "python": "python fallback"}
+IMPLS = ("native", "torch", "python", "scratch")
+IMPL_TITLES = {
+    "native": "d2l_ext native",
+    "torch": "torch",
+    "python": "python fallback",
+    "scratch": "the book's from-scratch code",
+}
+# Columns every op has; the others ("scratch") appear only in tables of ops that measure them.
+CORE_IMPLS = ("native", "torch", "python")
 REFERENCE_IMPL = "torch"  # what the other implementations' outputs are compared with
 
 Inputs = dict  # name -> tensor (or any other argument); tensors that require grad are the leaves
@@ -572,29 +579,30 @@ _DTYPE_SHORT = {"float32": "fp32", "float64": "fp64", "bfloat16": "bf16", "float
 def table(records: Sequence[dict]) -> tuple[list[str], list[list[str]], list[str]]:
     """(headers, rows, footnotes) of the results table."""
     cuda = any(r["device"].startswith("cuda") for r in records)
+    shown = [n for n in IMPLS if n in CORE_IMPLS or any(n in r["impls"] for r in records)]
     headers = ["op", "pass", "shape", "device", "dtype"]
-    headers += [f"{name} ms" for name in IMPLS]
-    headers += ["torch/native", "python/native"]
-    headers += [f"saved {name}" for name in IMPLS]
+    headers += [f"{name} ms" for name in shown]
+    headers += [f"{name}/native" for name in shown if name != "native"]
+    headers += [f"saved {name}" for name in shown]
     if cuda:
-        headers += [f"peak MB {name}" for name in IMPLS]
+        headers += [f"peak MB {name}" for name in shown]
     rows, notes = [], []
     for r in records:
         impls = r["impls"]
         ratios = r.get("ratios", {})
         dtype = _DTYPE_SHORT.get(r["dtype"], r["dtype"])
         row = [r["op"], r["pass"], r["shape"], r["device"], dtype]
-        row += [_fmt_ms(impls.get(n, {}).get("median_ms")) for n in IMPLS]
-        row += [_fmt_ratio(ratios.get(f"{n}/native")) for n in ("torch", "python")]
-        row += [_fmt_bytes(impls.get(n, {}).get("saved_bytes")) for n in IMPLS]
+        row += [_fmt_ms(impls.get(n, {}).get("median_ms")) for n in shown]
+        row += [_fmt_ratio(ratios.get(f"{n}/native")) for n in shown if n != "native"]
+        row += [_fmt_bytes(impls.get(n, {}).get("saved_bytes")) for n in shown]
         if cuda:
-            peaks = [impls.get(n, {}).get("cuda_peak_bytes") for n in IMPLS]
+            peaks = [impls.get(n, {}).get("cuda_peak_bytes") for n in shown]
             row += ["-" if p is None else f"{p / 1e6:.1f}" for p in peaks]
         rows.append(row)
-        for n in IMPLS:
+        for n in shown:
             rec = impls.get(n, {})
             where = f"{r['op']} {r['pass']} {r['shape']} {r['device']} {row[4]}"
-            if n not in impls:
+            if n not in impls and n in CORE_IMPLS:
                 notes.append(f"{where}: {n} - not measured for this op")
             elif "skipped" in rec:
                 notes.append(f"{where}: {n} - {rec['skipped']}")

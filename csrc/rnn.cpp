@@ -154,21 +154,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_forward(
         at::mm_out(acts2, x2, w_ih.t());
       }
       at::Tensor h_prev = h0[l * g.D + d], c_prev = lstm ? c0[l * g.D + d] : at::Tensor();
-      for (int64_t s = 0; s < g.T; ++s) {
-        const int64_t t = d == 0 ? s : g.T - 1 - s;
-        RnnStepForward step{g.mode, acts[t], hidden, h_prev, c_prev, hs[t], extra.defined() ? extra[t] : at::Tensor()};
-        if (gru) {
-          if (has_biases) {
-            at::addmm_out(hidden, weights[base + 3], h_prev, w_hh.t());
+      if (kernels.forward_recurrence) {
+        kernels.forward_recurrence({g.mode, d == 1, acts, hs, extra, h_prev, c_prev, w_hh,
+                                    gru && has_biases ? weights[base + 3] : at::Tensor()});
+        const int64_t last_t = d == 0 ? g.T - 1 : 0;
+        h_prev = hs[last_t];
+        if (lstm) c_prev = extra[last_t];
+      } else {
+        for (int64_t s = 0; s < g.T; ++s) {
+          const int64_t t = d == 0 ? s : g.T - 1 - s;
+          RnnStepForward step{g.mode, acts[t], hidden, h_prev, c_prev, hs[t],
+                              extra.defined() ? extra[t] : at::Tensor()};
+          if (gru) {
+            if (has_biases) {
+              at::addmm_out(hidden, weights[base + 3], h_prev, w_hh.t());
+            } else {
+              at::mm_out(hidden, h_prev, w_hh.t());
+            }
           } else {
-            at::mm_out(hidden, h_prev, w_hh.t());
+            step.gates.addmm_(h_prev, w_hh.t());
           }
-        } else {
-          step.gates.addmm_(h_prev, w_hh.t());
+          kernels.forward(step);
+          h_prev = step.h;
+          if (lstm) c_prev = step.extra;
         }
-        kernels.forward(step);
-        h_prev = step.h;
-        if (lstm) c_prev = step.extra;
       }
       hy[l * g.D + d].copy_(h_prev);
       if (lstm) cy[l * g.D + d].copy_(c_prev);
@@ -240,28 +249,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_back
       }
       // Steps in reverse of the forward order; `first` is the forward's first step (its h_prev is h0).
       const int64_t first = d == 0 ? 0 : g.T - 1, back = d == 0 ? -1 : 1;
-      for (int64_t s = 0; s < g.T; ++s) {
-        const int64_t t = d == 0 ? g.T - 1 - s : s;
-        const bool at_first = t == first;
-        RnnStepBackward step;
-        step.mode = g.mode;
-        step.acts = acts[t];
-        if (d_out.defined()) step.grad_out = d_out[t].narrow(1, d * g.H, g.H);
-        step.dh = dh;
-        step.dc = dc;
-        step.h_prev = at_first ? h0[idx] : hs[t + back];
-        if (lstm) step.c_prev = at_first ? c0[idx] : extra[t + back];
-        step.h = hs[t];
-        if (extra.defined()) step.extra = extra[t];
-        step.d_gates = d_gates[t];
-        step.d_hidden = d_hidden[t];
-        kernels.backward(step);
-        if (gru) {
-          at::addmm_out(dh_next, dh, d_hidden[t], w_hh);
-        } else {
-          at::mm_out(dh_next, d_gates[t], w_hh);
+      if (kernels.backward_recurrence) {
+        kernels.backward_recurrence({g.mode, d == 1, acts, hs, extra, h0[idx], lstm ? c0[idx] : at::Tensor(), w_hh,
+                                     d_out.defined() ? d_out.narrow(2, d * g.H, g.H) : at::Tensor(), dh, dc,
+                                     d_gates, d_hidden});
+      } else {
+        for (int64_t s = 0; s < g.T; ++s) {
+          const int64_t t = d == 0 ? g.T - 1 - s : s;
+          const bool at_first = t == first;
+          RnnStepBackward step;
+          step.mode = g.mode;
+          step.acts = acts[t];
+          if (d_out.defined()) step.grad_out = d_out[t].narrow(1, d * g.H, g.H);
+          step.dh = dh;
+          step.dc = dc;
+          step.h_prev = at_first ? h0[idx] : hs[t + back];
+          if (lstm) step.c_prev = at_first ? c0[idx] : extra[t + back];
+          step.h = hs[t];
+          if (extra.defined()) step.extra = extra[t];
+          step.d_gates = d_gates[t];
+          step.d_hidden = d_hidden[t];
+          kernels.backward(step);
+          if (gru) {
+            at::addmm_out(dh_next, dh, d_hidden[t], w_hh);
+          } else {
+            at::mm_out(dh_next, d_gates[t], w_hh);
+          }
+          std::swap(dh, dh_next);
         }
-        std::swap(dh, dh_next);
       }
       grad_hx[idx].copy_(dh);
       if (lstm) grad_cx[idx].copy_(dc);

@@ -66,9 +66,36 @@ struct RnnStepBackward {
   at::Tensor d_hidden;   // GRU, out: gradient of W_hh h_prev + b_hh (B, 3H)
 };
 
+// A whole recurrence (one layer, one direction, all T steps), for a backend
+// that runs the time loop itself (the CPU: threads split the hidden units and
+// meet once per step). Tensors as in the step structs, with a leading T.
+struct RnnRecurrence {
+  RnnMode mode;
+  bool reverse;        // steps run T - 1 .. 0
+  at::Tensor acts;     // (T, B, G * H) in: input projection + biases (GRU: b_ih only); out: activations
+  at::Tensor hs;       // (T, B, H) out
+  at::Tensor extra;    // (T, B, H) out (LSTM, GRU), else undefined
+  at::Tensor h0, c0;   // (B, H); c0 LSTM only
+  at::Tensor w_hh;     // (G * H, H)
+  at::Tensor b_hh;     // GRU with biases: (G * H), else undefined
+};
+
+struct RnnRecurrenceBackward {
+  RnnMode mode;
+  bool reverse;
+  at::Tensor acts, hs, extra, h0, c0, w_hh;  // as saved by the forward
+  at::Tensor grad_out;   // (T, B, H), rows strided (a direction's slice of the output gradient), or undefined
+  at::Tensor dh, dc;     // (B, H) in: gradient of h_n (c_n); out: of h0 (c0)
+  at::Tensor d_gates;    // (T, B, G * H) out
+  at::Tensor d_hidden;   // (T, B, G * H) out (GRU; for the others the same tensor as d_gates)
+};
+
+// The device's kernels: the per-step functions, or (when set) whole recurrences.
 struct RnnPointwise {
   void (*forward)(const RnnStepForward&);
   void (*backward)(const RnnStepBackward&);
+  void (*forward_recurrence)(const RnnRecurrence&) = nullptr;
+  void (*backward_recurrence)(const RnnRecurrenceBackward&) = nullptr;
 };
 
 // The layer ops, generic over the device (csrc/rnn.cpp).

@@ -1,11 +1,27 @@
-// CPU kernels of the recurrent layers: the element-wise cell steps (the time
-// loop and its GEMMs are csrc/rnn.cpp). float32 rows run eight units at a time
-// with AVX2 + FMA where the CPU has them; float64 and the rows' tails run the
-// scalar policy. The row functions (csrc/cpu/rnn_cells.h) are compiled twice,
-// for the baseline ISA and for AVX2, and the AVX2 copy is picked at run time,
-// so the library still loads on a CPU without AVX2.
+// CPU kernels of the recurrent layers: the whole recurrence of a layer and
+// direction (the input projection, the layers, directions and weight
+// gradients are the shared code of csrc/rnn.cpp).
+//
+// Threads split the hidden units, not the batch: per step each of P threads
+// multiplies h_{t-1} (B, H) by its units' rows of W_hh (for each gate), adds
+// the product onto those units' gates and runs the element-wise cell step for
+// them, while the data is hot; the threads then meet once (an OpenMP
+// barrier) because every unit of the next step reads all of h_t. Backward is
+// the mirror image: each thread turns the carried gradient of its units into
+// their gate gradients, multiplies them by the same rows of W_hh (a partial
+// dh_{t-1} over all units), and the next step sums the P partials for its own
+// units. Measured on the 2-core machine: one MKL GEMM per step scales poorly
+// across the two cores at B = 32 (a 1.5x gain), split units do better
+// (benchmarks/NOTES.md).
+//
+// float32 rows run eight units at a time with AVX2 + FMA where the CPU has
+// them; float64 and the ranges' tails run the scalar policy. The row functions
+// (csrc/cpu/rnn_cells.h) are compiled twice, for the baseline ISA and for
+// AVX2, and the AVX2 copy is picked at run time, so the library still loads
+// on a CPU without AVX2.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <omp.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -15,10 +31,22 @@
 #include "../rnn.h"
 #include "vec_avx2.h"
 
+// The Fortran BLAS of the torch build (MKL or OpenBLAS export these), weak so
+// that a torch without them still loads the library: the GEMMs then go
+// through at::mm_out on views.
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
+            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
+            const int* ldc) __attribute__((weak));
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const double* alpha,
+            const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
+            const int* ldc) __attribute__((weak));
+}
+
 namespace d2l_ext::cpu {
 namespace {
 
-// One value at a time: float64, and every row's tail.
+// One value at a time: float64, and every range's tail.
 template <typename T>
 struct ScalarMath {
   using V = T;
@@ -30,6 +58,36 @@ struct ScalarMath {
   static V tanh(V x) { return std::tanh(x); }
   static V relu(V x) { return x < T(0) ? T(0) : x; }  // NaN stays NaN, as torch.relu
   static V relu_grad(V a, V d) { return a > T(0) ? d : T(0); }
+};
+
+// One step's rows (B of them, H units, G gates per unit), as raw pointers.
+template <typename T>
+struct CellStep {
+  RnnMode mode;
+  int64_t B, H, G;
+  T* gates;            // (B, G * H): pre-activations in (hidden part added, but for GRU), activations out
+  const T* hidden;     // GRU: W_hh h_prev + b_hh (B, G * H)
+  const T* h_prev;     // (B, H)
+  const T* c_prev;     // LSTM
+  T* h;                // (B, H) out
+  T* extra;            // (B, H) out: c (LSTM), W_hn h_prev + b_hn (GRU)
+};
+
+template <typename T>
+struct CellGradStep {
+  RnnMode mode;
+  int64_t B, H, G;
+  const T* acts;
+  const T* grad_out;  // or null
+  int64_t grad_out_stride;
+  T* dh;              // in: gradient carried to h_t; out (GRU): z * dh_t
+  T* dc;              // LSTM, in/out
+  const T* h_prev;
+  const T* c_prev;
+  const T* h;
+  const T* extra;
+  T* d_gates;
+  T* d_hidden;        // GRU
 };
 
 namespace generic {
@@ -89,39 +147,207 @@ struct FastMath<float> {
 #pragma GCC pop_options
 #endif
 
+// Row-major C (M, N; row stride ldc) = A (M, K; lda) @ (B^T if trans_b: B is (N, K), else B (K, N)); ldb)
+// + beta C, on the BLAS when the torch build exports it.
+template <typename T>
+void gemm(bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T beta,
+          T* C, int64_t ldc) {
+  // Column-major view: C^T (N, M) = op(B)^T (N, K) @ A^T (K, M).
+  const char ta = trans_b ? 'T' : 'N', tb = 'N';
+  const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+  const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+  const T one = 1;
+  if constexpr (std::is_same_v<T, float>) {
+    if (sgemm_) return sgemm_(&ta, &tb, &m, &n, &k, &one, B, &la, A, &lb, &beta, C, &lc);
+  } else {
+    if (dgemm_) return dgemm_(&ta, &tb, &m, &n, &k, &one, B, &la, A, &lb, &beta, C, &lc);
+  }
+  // No BLAS symbols: at::addmm_out on views of the same memory (below autograd, in whatever thread).
+  at::AutoDispatchBelowADInplaceOrView guard;
+  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  at::Tensor a = at::from_blob(const_cast<T*>(A), {M, K}, {lda, 1}, opts);
+  at::Tensor b = trans_b ? at::from_blob(const_cast<T*>(B), {N, K}, {ldb, 1}, opts).t()
+                         : at::from_blob(const_cast<T*>(B), {K, N}, {ldb, 1}, opts);
+  at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
+  at::addmm_out(c, c, a, b, beta, 1);
+}
+
+template <typename T>
+void forward_units(const CellStep<T>& s, int64_t u0, int64_t u1) {
+#ifdef D2L_EXT_HAVE_AVX2
+  if (avx2::cpu_has_avx2()) return avx2_cells::forward_units<T>(s, u0, u1);
+#endif
+  generic::forward_units<T>(s, u0, u1);
+}
+
+template <typename T>
+void backward_units(const CellGradStep<T>& s, int64_t u0, int64_t u1) {
+#ifdef D2L_EXT_HAVE_AVX2
+  if (avx2::cpu_has_avx2()) return avx2_cells::backward_units<T>(s, u0, u1);
+#endif
+  generic::backward_units<T>(s, u0, u1);
+}
+
+// Threads for a recurrence: all of torch's, when a step has enough work to pay for a barrier
+// (about 2^17 multiply-adds) and every thread gets at least 16 units.
+int recurrence_threads(int64_t B, int64_t G, int64_t H) {
+  if (at::in_parallel_region()) return 1;
+  const int64_t want = std::min<int64_t>(at::get_num_threads(), H / 16);
+  return B * G * H * H >= (int64_t{1} << 17) && want > 1 ? static_cast<int>(want) : 1;
+}
+
+// The units of thread p of np: contiguous ranges, multiples of 8 (whole vectors) but the last.
+std::pair<int64_t, int64_t> unit_range(int p, int np, int64_t H) {
+  const int64_t chunk = ((H + np - 1) / np + 7) / 8 * 8;
+  const int64_t u0 = std::min<int64_t>(H, p * chunk);
+  return {u0, std::min<int64_t>(H, u0 + chunk)};
+}
+
+template <typename T>
+T* ptr(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+// Runs body(p, np) on np threads (np <= threads; a nested call gets one).
+template <typename F>
+void on_threads(int threads, const F& body) {
+  if (threads <= 1) return body(0, 1);
+#pragma omp parallel num_threads(threads)
+  body(omp_get_thread_num(), omp_get_num_threads());
+}
+
+inline void barrier(int np) {
+  if (np > 1) {
+#pragma omp barrier
+  }
+}
+
+template <typename T>
+void forward_recurrence(const RnnRecurrence& r) {
+  const int64_t T_ = r.acts.size(0), B = r.acts.size(1), H = r.hs.size(2), G = rnn_gates(r.mode), GH = G * H;
+  const bool gru = r.mode == RnnMode::Gru, lstm = r.mode == RnnMode::Lstm;
+  T* acts = ptr<T>(r.acts);
+  T* hs = ptr<T>(r.hs);
+  T* extra = ptr<T>(r.extra);
+  const T* h0 = ptr<T>(r.h0);
+  const T* c0 = ptr<T>(r.c0);
+  const T* w = ptr<T>(r.w_hh);
+  const T* b_hh = ptr<T>(r.b_hh);
+  at::Tensor hidden_t = gru ? at::empty({B, GH}, r.acts.options()) : at::Tensor();
+  T* hidden = ptr<T>(hidden_t);
+  on_threads(recurrence_threads(B, G, H), [&](int p, int np) {
+    const auto [u0, u1] = unit_range(p, np, H);
+    const int64_t n = u1 - u0;
+    for (int64_t s = 0; s < T_; ++s) {
+      const int64_t t = r.reverse ? T_ - 1 - s : s, t_prev = r.reverse ? t + 1 : t - 1;
+      T* gates = acts + t * B * GH;
+      const T* h_prev = s == 0 ? h0 : hs + t_prev * B * H;
+      if (n > 0) {
+        // The hidden projection of this thread's units, gate by gate (all gates at once when one thread
+        // owns every unit): into the gates (beta 1), or for GRU into `hidden`, started at b_hh.
+        T* out = gru ? hidden : gates;
+        if (gru) {
+          for (int64_t b = 0; b < B; ++b)
+            for (int64_t g = 0; g < G; ++g)
+              for (int64_t j = u0; j < u1; ++j) out[b * GH + g * H + j] = b_hh ? b_hh[g * H + j] : T(0);
+        }
+        if (n == H) {
+          gemm<T>(true, B, GH, H, h_prev, H, w, H, T(1), out, GH);
+        } else {
+          for (int64_t g = 0; g < G; ++g)
+            gemm<T>(true, B, n, H, h_prev, H, w + (g * H + u0) * H, H, T(1), out + g * H + u0, GH);
+        }
+        const CellStep<T> step{r.mode, B, H, G, gates, hidden, h_prev,
+                               lstm ? (s == 0 ? c0 : extra + t_prev * B * H) : nullptr, hs + t * B * H,
+                               extra ? extra + t * B * H : nullptr};
+        forward_units<T>(step, u0, u1);
+      }
+      barrier(np);  // h_t complete before any thread multiplies it
+    }
+  });
+}
+
+template <typename T>
+void backward_recurrence(const RnnRecurrenceBackward& r) {
+  const int64_t T_ = r.acts.size(0), B = r.acts.size(1), H = r.hs.size(2), G = rnn_gates(r.mode), GH = G * H;
+  const bool gru = r.mode == RnnMode::Gru, lstm = r.mode == RnnMode::Lstm;
+  const T* acts = ptr<T>(r.acts);
+  const T* hs = ptr<T>(r.hs);
+  const T* extra = ptr<T>(r.extra);
+  const T* h0 = ptr<T>(r.h0);
+  const T* c0 = ptr<T>(r.c0);
+  const T* w = ptr<T>(r.w_hh);
+  const T* grad_out = ptr<T>(r.grad_out);
+  const int64_t go_t = r.grad_out.defined() ? r.grad_out.stride(0) : 0;
+  const int64_t go_row = r.grad_out.defined() ? r.grad_out.stride(1) : 0;
+  T* dh = ptr<T>(r.dh);
+  T* dc = ptr<T>(r.dc);
+  T* d_gates = ptr<T>(r.d_gates);
+  T* d_hidden = ptr<T>(r.d_hidden);
+  const int threads = recurrence_threads(B, G, H);
+  // Each thread's partial dh_{t-1} (B, H), two sets used by turns so that one barrier per step suffices.
+  at::Tensor partial_t = at::empty({2, threads, B, H}, r.acts.options());
+  T* partial = ptr<T>(partial_t);
+  on_threads(threads, [&](int p, int np) {
+    const auto [u0, u1] = unit_range(p, np, H);
+    const int64_t n = u1 - u0;
+    // dh for this thread's units: the sum of the previous step's partials (+ z * dh for GRU, already in dh).
+    auto gather = [&](const T* parts) {
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = u0; j < u1; ++j) {
+          T sum = gru ? dh[b * H + j] : T(0);
+          for (int q = 0; q < np; ++q) sum += parts[(q * B + b) * H + j];
+          dh[b * H + j] = sum;
+        }
+    };
+    for (int64_t s = 0; s < T_; ++s) {
+      const int64_t t = r.reverse ? s : T_ - 1 - s, t_prev = r.reverse ? t + 1 : t - 1;
+      const bool first = s == T_ - 1;  // the forward's first step: h_prev is h0
+      T* mine = partial + ((s & 1) * threads + p) * B * H;
+      if (s > 0) gather(partial + ((s - 1) & 1) * threads * B * H);
+      if (n > 0) {
+        const CellGradStep<T> step{r.mode, B, H, G, acts + t * B * GH,
+                                   grad_out ? grad_out + t * go_t : nullptr, go_row, dh, dc,
+                                   first ? h0 : hs + t_prev * B * H,
+                                   lstm ? (first ? c0 : extra + t_prev * B * H) : nullptr, hs + t * B * H,
+                                   extra ? extra + t * B * H : nullptr, d_gates + t * B * GH,
+                                   d_hidden + t * B * GH};
+        backward_units<T>(step, u0, u1);
+        const T* dhid = d_hidden + t * B * GH;
+        if (n == H) {
+          gemm<T>(false, B, H, GH, dhid, GH, w, H, T(0), mine, H);
+        } else {
+          for (int64_t g = 0; g < G; ++g)
+            gemm<T>(false, B, H, n, dhid + g * H + u0, GH, w + (g * H + u0) * H, H, g == 0 ? T(0) : T(1), mine, H);
+        }
+      } else {
+        std::fill(mine, mine + B * H, T(0));
+      }
+      barrier(np);  // every partial of this step written before any thread sums them
+    }
+    gather(partial + ((T_ - 1) & 1) * threads * B * H);  // the gradient of h0
+  });
+}
+
+void forward_recurrence_cpu(const RnnRecurrence& r) {
+  if (r.acts.scalar_type() == at::kDouble) return forward_recurrence<double>(r);
+  forward_recurrence<float>(r);
+}
+
+void backward_recurrence_cpu(const RnnRecurrenceBackward& r) {
+  TORCH_CHECK(!r.grad_out.defined() || r.grad_out.stride(2) == 1, "d2l_ext.rnn (CPU): grad_out rows must be dense");
+  if (r.acts.scalar_type() == at::kDouble) return backward_recurrence<double>(r);
+  backward_recurrence<float>(r);
+}
+
 void check_cpu_dtype(const at::Tensor& t, const char* what) {
   TORCH_CHECK(t.device().is_cpu(), "d2l_ext.rnn (CPU): ", what, " must be on the CPU, got ", t.device());
   TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
               "d2l_ext.rnn (CPU): ", what, " must be float32 or float64 for the CPU kernels, got ", t.scalar_type());
 }
 
-template <typename T>
-void forward_step(const RnnStepForward& s) {
-#ifdef D2L_EXT_HAVE_AVX2
-  if (avx2::cpu_has_avx2()) return avx2_cells::forward_step<T>(s);
-#endif
-  generic::forward_step<T>(s);
-}
-
-template <typename T>
-void backward_step(const RnnStepBackward& s) {
-#ifdef D2L_EXT_HAVE_AVX2
-  if (avx2::cpu_has_avx2()) return avx2_cells::backward_step<T>(s);
-#endif
-  generic::backward_step<T>(s);
-}
-
-void forward_cpu(const RnnStepForward& s) {
-  if (s.h.scalar_type() == at::kDouble) return forward_step<double>(s);
-  forward_step<float>(s);
-}
-
-void backward_cpu(const RnnStepBackward& s) {
-  if (s.dh.scalar_type() == at::kDouble) return backward_step<double>(s);
-  backward_step<float>(s);
-}
-
-constexpr RnnPointwise kCpuKernels{&forward_cpu, &backward_cpu};
+// The CPU runs whole recurrences (no per-step entry points).
+constexpr RnnPointwise kCpuKernels{nullptr, nullptr, &forward_recurrence_cpu, &backward_recurrence_cpu};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_cpu(
     const at::Tensor& input, const at::Tensor& hx, const std::optional<at::Tensor>& cx, at::TensorList weights,
