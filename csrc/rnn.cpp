@@ -122,6 +122,38 @@ at::Tensor layer_input(const at::Tensor& reserve, const RnnGeometry& g, int64_t 
   return masks.empty() ? x : x * masks[l - 1];
 }
 
+// The book feeds characters one-hot: when every row of x (N, I) is a one-hot vector (a single 1, the
+// rest 0) on the CPU, returns the positions of the ones (N,), else an undefined tensor. Then
+// x @ w_ih^T is a gather of w_ih's columns, exactly (one product by 1, zeros added), as long as
+// w_ih is finite, and its gradient dG^T x a scatter-add of dG's rows. The scan stops at the first
+// row that is not one-hot, so dense inputs pay for about one row.
+template <typename T>
+at::Tensor one_hot_positions_of(const at::Tensor& x2) {
+  const int64_t N = x2.size(0), I = x2.size(1);
+  const T* x = x2.data_ptr<T>();
+  at::Tensor pos = at::empty({N}, x2.options().dtype(at::kLong));
+  int64_t* p = pos.data_ptr<int64_t>();
+  for (int64_t r = 0; r < N; ++r) {
+    int64_t at_one = -1;
+    for (int64_t k = 0; k < I; ++k) {
+      const T v = x[r * I + k];
+      if (v == T(0)) continue;
+      if (v != T(1) || at_one >= 0) return at::Tensor();
+      at_one = k;
+    }
+    if (at_one < 0) return at::Tensor();
+    p[r] = at_one;
+  }
+  return pos;
+}
+
+at::Tensor one_hot_positions(const at::Tensor& x2, const at::Tensor& w_ih) {
+  if (!x2.device().is_cpu() || !x2.is_contiguous() || x2.size(0) == 0) return at::Tensor();
+  at::Tensor pos = x2.scalar_type() == at::kDouble ? one_hot_positions_of<double>(x2) : one_hot_positions_of<float>(x2);
+  if (pos.defined() && !at::isfinite(w_ih).all().item<bool>()) return at::Tensor();
+  return pos;
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_forward(
@@ -147,7 +179,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_forward(
       const at::Tensor acts = block_part(reserve, g, l, d, 0), hs = block_part(reserve, g, l, d, 1);
       const at::Tensor extra = has_extra(g.mode) ? block_part(reserve, g, l, d, 2) : at::Tensor();
       at::Tensor acts2 = acts.view({g.T * g.B, g.G * g.H});
-      if (has_biases) {
+      const at::Tensor pos = l == 0 ? one_hot_positions(x2, w_ih) : at::Tensor();
+      if (pos.defined()) {  // one-hot x: the columns of w_ih it picks (+ the bias)
+        at::index_select_out(acts2, w_ih.t(), 0, pos);
+        if (has_biases) acts2.add_(gru ? weights[base + 2] : weights[base + 2] + weights[base + 3]);
+      } else if (has_biases) {
         const at::Tensor bias = gru ? weights[base + 2] : weights[base + 2] + weights[base + 3];
         at::addmm_out(acts2, bias, x2, w_ih.t());
       } else {
@@ -282,7 +318,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_back
       if (lstm) grad_cx[idx].copy_(dc);
       const at::Tensor dg2 = d_gates.view({g.T * g.B, g.G * g.H});
       const at::Tensor dhid2 = d_hidden.view({g.T * g.B, g.G * g.H});
-      at::mm_out(grad_weights[base], dg2.t(), x2);
+      const at::Tensor pos = l == 0 ? one_hot_positions(x2, w_ih) : at::Tensor();
+      if (pos.defined()) {  // one-hot x: each row of dG adds to the column of w_ih its step picked
+        at::Tensor gw_t = at::zeros({in_l, g.G * g.H}, opts);
+        gw_t.index_add_(0, pos, dg2);
+        grad_weights[base].copy_(gw_t.t());
+      } else {
+        at::mm_out(grad_weights[base], dg2.t(), x2);
+      }
       // dW_hh = sum_t dHidden_t^T h_prev(t): the steps after the first pair with the h of the step before.
       at::Tensor& gw_hh = grad_weights[base + 1];
       if (g.T > 1) {
@@ -296,7 +339,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_back
       }
       if (has_biases) {
         at::sum_out(grad_weights[base + 2], dg2, {0});
-        at::sum_out(grad_weights[base + 3], dhid2, {0});
+        if (gru) {
+          at::sum_out(grad_weights[base + 3], dhid2, {0});
+        } else {  // b_ih and b_hh enter the gates alike
+          grad_weights[base + 3].copy_(grad_weights[base + 2]);
+        }
       }
       if (want_dx) {
         if (d == 0) {
