@@ -15,6 +15,7 @@
 // T * B rows, not T small ones.
 #include "rnn.h"
 
+#include <cmath>
 #include <string>
 #include <utility>
 
@@ -147,11 +148,30 @@ at::Tensor one_hot_positions_of(const at::Tensor& x2) {
   return pos;
 }
 
+template <typename T>
+bool all_finite(const at::Tensor& t) {
+  const at::Tensor c = t.contiguous();
+  const T* p = c.data_ptr<T>();
+  for (int64_t i = 0, n = c.numel(); i < n; ++i)
+    if (!std::isfinite(p[i])) return false;
+  return true;
+}
+
 at::Tensor one_hot_positions(const at::Tensor& x2, const at::Tensor& w_ih) {
   if (!x2.device().is_cpu() || !x2.is_contiguous() || x2.size(0) == 0) return at::Tensor();
-  at::Tensor pos = x2.scalar_type() == at::kDouble ? one_hot_positions_of<double>(x2) : one_hot_positions_of<float>(x2);
-  if (pos.defined() && !at::isfinite(w_ih).all().item<bool>()) return at::Tensor();
-  return pos;
+  if (x2.scalar_type() == at::kDouble) {
+    at::Tensor pos = one_hot_positions_of<double>(x2);
+    return pos.defined() && all_finite<double>(w_ih) ? pos : at::Tensor();
+  }
+  at::Tensor pos = one_hot_positions_of<float>(x2);
+  return pos.defined() && all_finite<float>(w_ih) ? pos : at::Tensor();
+}
+
+// out (N, G * H) = w_ih^T[pos] (+ bias): the input projection of one-hot rows.
+at::Tensor& gather_columns(at::Tensor& out, const at::Tensor& w_ih, const at::Tensor& pos, const at::Tensor& bias) {
+  at::index_select_out(out, w_ih.t().contiguous(), 0, pos);  // contiguous rows: a copy per row
+  if (bias.defined()) out.add_(bias);
+  return out;
 }
 
 }  // namespace
@@ -181,8 +201,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_forward(
       at::Tensor acts2 = acts.view({g.T * g.B, g.G * g.H});
       const at::Tensor pos = l == 0 ? one_hot_positions(x2, w_ih) : at::Tensor();
       if (pos.defined()) {  // one-hot x: the columns of w_ih it picks (+ the bias)
-        at::index_select_out(acts2, w_ih.t(), 0, pos);
-        if (has_biases) acts2.add_(gru ? weights[base + 2] : weights[base + 2] + weights[base + 3]);
+        gather_columns(acts2, w_ih, pos,
+                       !has_biases ? at::Tensor() : gru ? weights[base + 2] : weights[base + 2] + weights[base + 3]);
       } else if (has_biases) {
         const at::Tensor bias = gru ? weights[base + 2] : weights[base + 2] + weights[base + 3];
         at::addmm_out(acts2, bias, x2, w_ih.t());
