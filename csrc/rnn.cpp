@@ -211,8 +211,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_forward(
       }
       at::Tensor h_prev = h0[l * g.D + d], c_prev = lstm ? c0[l * g.D + d] : at::Tensor();
       if (kernels.forward_recurrence) {
-        kernels.forward_recurrence({g.mode, d == 1, acts, hs, extra, h_prev, c_prev, w_hh,
-                                    gru && has_biases ? weights[base + 3] : at::Tensor()});
+        // (the recurrences read the weights through raw pointers: dense copies of strided ones)
+        kernels.forward_recurrence({g.mode, d == 1, acts, hs, extra, h_prev, c_prev, w_hh.contiguous(),
+                                    gru && has_biases ? weights[base + 3].contiguous() : at::Tensor()});
         const int64_t last_t = d == 0 ? g.T - 1 : 0;
         h_prev = hs[last_t];
         if (lstm) c_prev = extra[last_t];
@@ -306,7 +307,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_back
       // Steps in reverse of the forward order; `first` is the forward's first step (its h_prev is h0).
       const int64_t first = d == 0 ? 0 : g.T - 1, back = d == 0 ? -1 : 1;
       if (kernels.backward_recurrence) {
-        kernels.backward_recurrence({g.mode, d == 1, acts, hs, extra, h0[idx], lstm ? c0[idx] : at::Tensor(), w_hh,
+        kernels.backward_recurrence({g.mode, d == 1, acts, hs, extra, h0[idx], lstm ? c0[idx] : at::Tensor(),
+                                     w_hh.contiguous(),
                                      d_out.defined() ? d_out.narrow(2, d * g.H, g.H) : at::Tensor(), dh, dc,
                                      d_gates, d_hidden});
       } else {

@@ -474,6 +474,21 @@ def _rnn_backward_fake(
     return gi, input.new_empty(hx.shape), gcx, [w.new_empty(w.shape) for w in weights]
 
 
+def _rnn_backward_setup(ctx, inputs, output):
+    pass
+
+
+def _rnn_double_backward(ctx, *grads):
+    raise NotImplementedError(
+        "d2l_ext.rnn: the native kernels have no double backward (a gradient of the gradient through "
+        "a recurrent layer); run that model under d2l_ext.use_backend('python')"
+    )
+
+
 if LOADED and "rnn" in OP_KERNEL_DEVICE_TYPES:
     torch.library.register_fake("d2l_ext::rnn")(_rnn_fake)
     torch.library.register_fake("d2l_ext::_rnn_backward")(_rnn_backward_fake)
+    # With create_graph=True the first gradients work (their graph leads here); a second raises.
+    torch.library.register_autograd(
+        "d2l_ext::_rnn_backward", _rnn_double_backward, setup_context=_rnn_backward_setup
+    )

@@ -96,9 +96,55 @@ def _pool_cases() -> list[CheckCase]:
     ]
 
 
+def _conv_inputs(n: int, c: int, o: int, size: int, k: int, **kw):
+    def make(device, dtype):
+        x = torch.randn(n, c, size, size, device=device, dtype=dtype).requires_grad_()
+        w = torch.randn(o, c, k, k, device=device, dtype=dtype) / (c * k * k) ** 0.5
+        return (x, w, torch.randn(o, device=device, dtype=dtype)), dict(kw)
+
+    return make
+
+
+def _rnn_inputs(kind: str, steps: int, batch: int, vocab: int, hidden: int, layers: int):
+    """Inputs of the functional layers (torch.lstm's signature): x, h0, (c0,) params."""
+
+    def make(device, dtype):
+        module = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(vocab, hidden, layers)
+        params = [p.detach().to(device, dtype) for p in module._flat_weights]
+        x = torch.randn(steps, batch, vocab, device=device, dtype=dtype).requires_grad_()
+        h0 = torch.zeros(layers, batch, hidden, device=device, dtype=dtype)
+        return ((x, h0, h0, params) if kind == "lstm" else (x, h0, params)), {}
+
+    return make
+
+
+def _layer(fn, kind: str, layers: int) -> Callable:
+    if kind == "lstm":
+        return lambda x, h0, c0, params: fn(x, (h0, c0), params, True, layers, 0.0, True, False, False)[0]
+    return lambda x, h0, params: fn(x, h0, params, True, layers, 0.0, True, False, False)[0]
+
+
+def _rnn_cases() -> list[CheckCase]:
+    F = functional
+    return [
+        CheckCase(
+            "conv2d", "LeNet c1 (64,1,28,28) 6x5x5 pad 2", _conv_inputs(64, 1, 6, 28, 5, padding=2),
+            F.conv2d, torch_F.conv2d,
+        ),
+        CheckCase(
+            "lstm", "T35 B32 I28 H256, 2 layers", _rnn_inputs("lstm", 35, 32, 28, 256, 2),
+            _layer(F.lstm, "lstm", 2), _layer(torch.lstm, "lstm", 2),
+        ),
+        CheckCase(
+            "gru", "T35 B32 I28 H256", _rnn_inputs("gru", 35, 32, 28, 256, 1),
+            _layer(F.gru, "gru", 1), _layer(torch.gru, "gru", 1),
+        ),
+    ]
+
+
 def _cases() -> list[CheckCase]:
     ce, tce = functional.cross_entropy, torch_F.cross_entropy
-    return _pool_cases() + [
+    return _pool_cases() + _rnn_cases() + [
         CheckCase("cross_entropy", "N=256 C=10", _ce_inputs(256, 10), ce, tce),
         CheckCase(
             "cross_entropy",

@@ -703,8 +703,8 @@ def _dropout_masks(x: Tensor, width: int, num_layers: int, p: float, train: bool
     0 or 1 / (1 - p), as torch applies dropout between stacked layers."""
     if not train or p == 0 or num_layers < 2:
         return []
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not 0 <= p <= 1:  # RuntimeError, as torch.lstm & co
+        raise RuntimeError(f"dropout probability has to be between 0 and 1, but got {p}")
     shape = (x.shape[0], x.shape[1], width)
     if p == 1:
         return [x.new_zeros(shape) for _ in range(num_layers - 1)]

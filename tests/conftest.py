@@ -240,11 +240,12 @@ def assert_close_lowp(
 def grad_fn_names(t: torch.Tensor) -> set[str]:
     """Names of every node in ``t``'s autograd graph (``node.name()``: a C++
     autograd function shows as "torch::autograd::CppNode<d2l_ext::...>")."""
-    names, stack = set(), [t.grad_fn]
+    names, seen, stack = set(), set(), [t.grad_fn]
     while stack:
         fn = stack.pop()
-        if fn is None:
+        if fn is None or fn in seen:  # a node reached twice is walked once (graphs share subgraphs)
             continue
+        seen.add(fn)
         names.add(fn.name())
         stack.extend(f for f, _ in fn.next_functions)
     return names

@@ -25,8 +25,12 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <tuple>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "../rnn.h"
 #include "vec_avx2.h"
@@ -243,6 +247,40 @@ inline void barrier(int np) {
   }
 }
 
+// Ends the split of a recurrence when the other threads keep thread 0 waiting: on a machine
+// whose cores are busy with other processes a descheduled thread holds every step's barrier
+// for a time slice (milliseconds, where a step takes ~0.1 ms), and one thread alone is then
+// much faster. Thread 0 times its own work and its waits at the barriers; once it has waited
+// longer than it worked (after two steps), it records, before the barrier of step s, that the
+// split ends after that barrier. Every thread reads that step after its barrier (a late thread
+// still reading after the barrier of step s - 1 sees a later step), so all agree: thread 0
+// carries on alone, the others stop.
+class Pacer {
+ public:
+  using Clock = std::chrono::steady_clock;
+  void start_step(int p) {
+    if (p == 0) mark_ = Clock::now();
+  }
+  // Before the barrier of step s (thread 0 decides).
+  void before_barrier(int p, int64_t s) {
+    if (p != 0) return;
+    arrive_ = Clock::now();
+    busy_ += arrive_ - mark_;
+    if (s >= 2 && wait_ > busy_ && solo_from_.load(std::memory_order_relaxed) > s)
+      solo_from_.store(s, std::memory_order_relaxed);
+  }
+  // After the barrier of step s: whether the rest of the recurrence runs on thread 0 alone.
+  bool after_barrier(int p, int64_t s) {
+    if (p == 0) wait_ += Clock::now() - arrive_;
+    return solo_from_.load(std::memory_order_relaxed) <= s;
+  }
+
+ private:
+  std::atomic<int64_t> solo_from_{std::numeric_limits<int64_t>::max()};
+  Clock::time_point mark_, arrive_;
+  Clock::duration busy_{0}, wait_{0};
+};
+
 template <typename T>
 void forward_recurrence(const RnnRecurrence& r) {
   const int64_t T_ = r.acts.size(0), B = r.acts.size(1), H = r.hs.size(2), G = rnn_gates(r.mode), GH = G * H;
@@ -256,10 +294,12 @@ void forward_recurrence(const RnnRecurrence& r) {
   const T* b_hh = ptr<T>(r.b_hh);
   at::Tensor hidden_t = gru ? at::empty({B, GH}, r.acts.options()) : at::Tensor();
   T* hidden = ptr<T>(hidden_t);
+  Pacer pacer;
   on_threads(recurrence_threads(B, G, H), [&](int p, int np) {
-    const auto [u0, u1] = unit_range(p, np, H);
-    const int64_t n = u1 - u0;
+    auto [u0, u1] = unit_range(p, np, H);
     for (int64_t s = 0; s < T_; ++s) {
+      pacer.start_step(p);
+      const int64_t n = u1 - u0;
       const int64_t t = r.reverse ? T_ - 1 - s : s, t_prev = r.reverse ? t + 1 : t - 1;
       T* gates = acts + t * B * GH;
       const T* h_prev = s == 0 ? h0 : hs + t_prev * B * H;
@@ -283,7 +323,15 @@ void forward_recurrence(const RnnRecurrence& r) {
                                extra ? extra + t * B * H : nullptr};
         forward_units<T>(step, u0, u1);
       }
-      barrier(np);  // h_t complete before any thread multiplies it
+      if (np > 1) {
+        pacer.before_barrier(p, s);
+        barrier(np);  // h_t complete before any thread multiplies it
+        if (pacer.after_barrier(p, s)) {
+          if (p != 0) break;
+          np = 1;
+          std::tie(u0, u1) = unit_range(0, 1, H);
+        }
+      }
     }
   });
 }
@@ -309,23 +357,27 @@ void backward_recurrence(const RnnRecurrenceBackward& r) {
   // Each thread's partial dh_{t-1} (B, H), two sets used by turns so that one barrier per step suffices.
   at::Tensor partial_t = at::empty({2, threads, B, H}, r.acts.options());
   T* partial = ptr<T>(partial_t);
+  Pacer pacer;
   on_threads(threads, [&](int p, int np) {
-    const auto [u0, u1] = unit_range(p, np, H);
-    const int64_t n = u1 - u0;
+    auto [u0, u1] = unit_range(p, np, H);
+    int np_prev = np;  // how many partials the previous step wrote
     // dh for this thread's units: the sum of the previous step's partials (+ z * dh for GRU, already in dh).
     auto gather = [&](const T* parts) {
       for (int64_t b = 0; b < B; ++b)
         for (int64_t j = u0; j < u1; ++j) {
           T sum = gru ? dh[b * H + j] : T(0);
-          for (int q = 0; q < np; ++q) sum += parts[(q * B + b) * H + j];
+          for (int q = 0; q < np_prev; ++q) sum += parts[(q * B + b) * H + j];
           dh[b * H + j] = sum;
         }
     };
     for (int64_t s = 0; s < T_; ++s) {
+      pacer.start_step(p);
+      const int64_t n = u1 - u0;
       const int64_t t = r.reverse ? s : T_ - 1 - s, t_prev = r.reverse ? t + 1 : t - 1;
       const bool first = s == T_ - 1;  // the forward's first step: h_prev is h0
       T* mine = partial + ((s & 1) * threads + p) * B * H;
       if (s > 0) gather(partial + ((s - 1) & 1) * threads * B * H);
+      np_prev = np;
       if (n > 0) {
         const CellGradStep<T> step{r.mode, B, H, G, acts + t * B * GH,
                                    grad_out ? grad_out + t * go_t : nullptr, go_row, dh, dc,
@@ -344,7 +396,15 @@ void backward_recurrence(const RnnRecurrenceBackward& r) {
       } else {
         std::fill(mine, mine + B * H, T(0));
       }
-      barrier(np);  // every partial of this step written before any thread sums them
+      if (np > 1) {
+        pacer.before_barrier(p, s);
+        barrier(np);  // every partial of this step written before any thread sums them
+        if (pacer.after_barrier(p, s)) {
+          if (p != 0) return;  // thread 0 sums this step's partials and goes on alone
+          np = 1;
+          std::tie(u0, u1) = unit_range(0, 1, H);
+        }
+      }
     }
     gather(partial + ((T_ - 1) & 1) * threads * B * H);  // the gradient of h0
   });

@@ -30,6 +30,14 @@ def _reject_packed(module: torch.nn.Module, input) -> None:
         )
 
 
+def _state_dims_message(what: str, dims: int, states: tuple) -> str:
+    """torch.nn's wording for initial states of the wrong rank."""
+    if len(states) == 1:
+        return f"For {what} input, hx should also be {dims}-D but got {states[0].dim()}-D tensor"
+    got = ", ".join(f"{s.dim()}-D" for s in states)
+    return f"For {what} input, hx and cx should also be {dims}-D but got ({got}) tensors"
+
+
 def _batched(module: torch.nn.RNNBase, input: Tensor, hx, n_states: int):
     """(input (T, B, I) or (B, T, I), hx as a tuple of 3-D tensors or None, batched?)."""
     name = type(module).__name__
@@ -40,16 +48,11 @@ def _batched(module: torch.nn.RNNBase, input: Tensor, hx, n_states: int):
     if not batched:
         input = input.unsqueeze(1 if not module.batch_first else 0)
         if states is not None:
-            for s in states:
-                if s.dim() != 2:
-                    raise RuntimeError(
-                        f"For unbatched 2-D input, hx should also be 2-D but got {s.dim()}-D tensor"
-                    )
+            if any(s.dim() != 2 for s in states):
+                raise RuntimeError(_state_dims_message("unbatched 2-D", 2, states))
             states = tuple(s.unsqueeze(1) for s in states)
-    elif states is not None:
-        for s in states:
-            if s.dim() != 3:
-                raise RuntimeError(f"For batched 3-D input, hx should also be 3-D but got {s.dim()}-D tensor")
+    elif states is not None and any(s.dim() != 3 for s in states):
+        raise RuntimeError(_state_dims_message("batched 3-D", 3, states))
     return input, states, batched
 
 
