@@ -46,6 +46,7 @@ x = torch.randn(4, 5, device=dev)
 for name, call in [
     ("cross_entropy bad reduction", lambda: torch.ops.d2l_ext.cross_entropy(x, torch.zeros(4, dtype=torch.long, device=dev), None, 7, -100, 0.0)),
     ("max_pool2d 2-D input", lambda: torch.ops.d2l_ext.max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False)),
+    ("rnn wrong hx shape", lambda: torch.ops.d2l_ext.rnn(x[None], x[:1, :3][None], None, [x, x], 0, False, 1, False, [])),
 ]:
     try:
         call(); print(dev, name, "-> no exception")
@@ -65,11 +66,11 @@ stamp "== check"
 timeout 60 python3 -m d2l_ext.cli check --device cuda 2>&1
 
 stamp "== benchmarks"
-timeout ${BENCH_TIMEOUT:-170} python3 -m benchmarks ${BENCH_OPS:-pooling conv} --device cuda --min-run-time ${BENCH_MIN_RUN:-0.3} --out "$OUT" 2>&1 | tail -40
+timeout ${BENCH_TIMEOUT:-170} python3 -m benchmarks ${BENCH_OPS:-pooling conv rnn} --device cuda --min-run-time ${BENCH_MIN_RUN:-0.3} --out "$OUT" 2>&1 | tail -40
 
 stamp "== compute-sanitizer memcheck on native CUDA value tests"
 timeout ${SANITIZER_TIMEOUT:-75} compute-sanitizer --tool memcheck --error-exitcode 9 \
-  python3 -m pytest -q -x -p no:cacheprovider tests/test_pooling.py tests/test_conv.py \
+  python3 -m pytest -q -x -p no:cacheprovider tests/test_pooling.py tests/test_conv.py tests/test_rnn.py \
   -k "cuda and native and float32 and (matches_torch or zero_batch) and not hypothesis" \
   > "$OUT/memcheck.txt" 2>&1
 stamp "memcheck rc=$?"; grep -E "ERROR SUMMARY|passed|failed|=========" "$OUT/memcheck.txt" | head -12
