@@ -42,6 +42,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -78,6 +79,11 @@ class Timing:
     min_run_time: float = 1.0
     max_run_time: float = 5.0
     threshold: float = 0.1  # adaptive_autorange stops once IQR / median is below this
+    # > 1: the case's implementations are timed in turns, `rounds` times each
+    # (blocked_autorange for min_run_time / rounds per turn), and the median of all
+    # of an implementation's blocks is reported: when the machine's speed drifts (a
+    # busy neighbour), every column then sees the same mix of fast and slow moments.
+    rounds: int = 1
 
 
 DEFAULT_TIMING = Timing()
@@ -329,6 +335,9 @@ def _run_impl(case: Case, impl: Impl, inputs: Inputs, store: dict) -> dict:
                 f"timing would exceed the {impl.budget_s:g} s budget"
             )
             return rec
+        if case.timing.rounds > 1:  # timed in turns with the other implementations (run_case)
+            rec["_turns"] = (stmt, timing)
+            return rec
 
         timer = tbench.Timer(
             stmt="stmt()",
@@ -378,12 +387,15 @@ def run_case(case: Case) -> dict:
         _free_memory(case.device)
         rec["wall_s"] = time.perf_counter() - start
         record["impls"][impl.name] = rec
-        if "median_ms" in rec:
+        if "_turns" in rec:
+            what = "timed below, in turns with the others"
+        elif "median_ms" in rec:
             what = f"{rec['median_ms']:.4g} ms median of {rec['blocks']} blocks"
         else:
             what = f"skipped ({rec.get('skipped')})"
         _log(f"  {title}: {impl.name:6s} {what}  [{rec['wall_s']:.1f} s]")
 
+    _time_in_turns(case, record)
     reference = store.get(REFERENCE_IMPL)
     rtol = case.rtol if case.rtol is not None else _default_rtol(case.dtype)
     for name, result in store.items():
@@ -412,6 +424,40 @@ def run_case(case: Case) -> dict:
             if k != "native" and v is not None
         }
     return record
+
+
+def _time_in_turns(case: Case, record: dict) -> None:
+    """Time the implementations that _run_impl left for it, in ``case.timing.rounds`` turns."""
+    turns = {name: rec.pop("_turns") for name, rec in record["impls"].items() if "_turns" in rec}
+    if not turns:
+        return
+    impls = {impl.name: impl for impl in case.impls}
+    blocks: dict[str, list[float]] = {name: [] for name in turns}
+    rounds = case.timing.rounds
+    for _ in range(rounds):
+        for name, (stmt, timing) in turns.items():
+            backend = impls[name].backend
+            with d2l_ext.use_backend(backend) if backend else contextlib.nullcontext():
+                timer = tbench.Timer(stmt="stmt()", globals={"stmt": stmt},
+                                     num_threads=torch.get_num_threads())
+                m = timer.blocked_autorange(min_run_time=timing.min_run_time / rounds)
+            blocks[name] += [t / m.number_per_run for t in m.raw_times]
+    for name, times in blocks.items():
+        times.sort()
+        median = statistics.median(times)
+        q1, q3 = times[len(times) // 4], times[(3 * len(times)) // 4]
+        record["impls"][name].update(
+            median_ms=median * 1e3,
+            mean_ms=sum(times) / len(times) * 1e3,
+            iqr_ms=(q3 - q1) * 1e3,
+            blocks=len(times),
+            calls_per_block=None,
+            block_ms=[t * 1e3 for t in times],
+            rounds=rounds,
+            min_run_time_s=timing.min_run_time,
+        )
+        _log(f"  {case.op} {case.pass_name} {case.shape}: {name:6s} {median * 1e3:.4g} ms median of "
+             f"{len(times)} blocks in {rounds} turns")
 
 
 def run_cases(cases: Iterable[Case]) -> list[dict]:

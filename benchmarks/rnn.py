@@ -16,7 +16,8 @@ cell) and, for the one-layer LSTM, "scratch": the book's from-scratch LSTM
 same weights. The cells (one step, ``lstm_cell`` / ``gru_cell`` against
 ``torch.lstm_cell`` / ``gru_cell``) are the GPU target's other half.
 ``--quick`` keeps one LSTM layer and one cell. On CUDA, TF32 is off on both
-sides.
+sides. The columns of a case are timed in six turns each, interleaved
+(``Timing.rounds``), so that a drift of the machine's speed hits all alike.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ from .common import Case, Impl, Timing, standard_impls
 
 OP = "rnn"
 VOCAB = 28
-PYTHON_TIMING = Timing(min_run_time=0.5, max_run_time=4.0)
+# Timed in turns (Timing.rounds): this machine's speed drifts by tens of percent within seconds.
+LAYER_TIMING = Timing(min_run_time=3.0, max_run_time=6.0, rounds=6)
+CELL_TIMING = Timing(min_run_time=1.5, max_run_time=3.0, rounds=6)
+PYTHON_TIMING = Timing(min_run_time=1.5, max_run_time=4.0, rounds=6)
 PYTHON_BUDGET_S = 20.0
 
 
@@ -116,7 +120,7 @@ def _cell_inputs(kind: str, hidden: int, batch: int, device: str, seed: int):
 
         x = torch.randn(batch, VOCAB, generator=gen, device=device)
         h = torch.randn(batch, hidden, generator=gen, device=device).requires_grad_()
-        c = torch.randn(batch, hidden, generator=gen, device=device).requires_grad_()
+        c = torch.randn(batch, hidden, generator=gen, device=device).requires_grad_(kind == "lstm")
         return {
             "x": x, "h": h, "c": c,
             "w": [u(G * hidden, VOCAB), u(G * hidden, hidden), u(G * hidden), u(G * hidden)],
@@ -158,7 +162,7 @@ def cases(device: str, quick: bool) -> list[Case]:
                               timing=None if quick else PYTHON_TIMING, budget_s=PYTHON_BUDGET_S))
         out.append(Case(
             op=layer.kind, shape=layer.label, device=device, dtype=torch.float32,
-            make_inputs=_layer_inputs(layer, device, seed), impls=impls, backward=True,
+            make_inputs=_layer_inputs(layer, device, seed), impls=impls, backward=True, timing=LAYER_TIMING,
             params={"layers": layer.layers, "T": layer.steps, "B": layer.batch, "I": VOCAB,
                     "H": layer.hidden},
         ))
@@ -174,6 +178,7 @@ def cases(device: str, quick: bool) -> list[Case]:
         out.append(Case(
             op=f"{kind}_cell", shape=f"B{batch} I{VOCAB} H{hidden}", device=device, dtype=torch.float32,
             make_inputs=_cell_inputs(kind, hidden, batch, device, 100 + seed), impls=impls, backward=True,
+            timing=CELL_TIMING,
             params={"B": batch, "I": VOCAB, "H": hidden},
         ))
     return out
