@@ -303,11 +303,13 @@ class Panels {
 template <typename T>
 class StepProducts {
  public:
-  StepProducts(bool backward, const T* w, int64_t G, int64_t H, int64_t u0, int64_t u1)
+  // steps: how many products the packing serves (a cell's single step is cheaper on the BLAS:
+  // packing reads W_hh's slice once more than a product does).
+  StepProducts(bool backward, const T* w, int64_t G, int64_t H, int64_t u0, int64_t u1, int64_t steps)
       : w_(w), G_(G), H_(H), u0_(u0), u1_(u1) {
     if constexpr (std::is_same_v<T, float>) {
 #ifdef D2L_EXT_HAVE_AVX2
-      if (u1 <= u0 || !avx512::available()) return;
+      if (u1 <= u0 || steps < kMinSteps || !avx512::available()) return;
 
       const int64_t n = u1 - u0;
       if (n == H && !backward) {  // one product over all G H columns
@@ -355,6 +357,7 @@ class StepProducts {
   }
 
  private:
+  static constexpr int64_t kMinSteps = 8;
   const T* w_;
   int64_t G_, H_, u0_, u1_;
   std::vector<Panels> packed_;
@@ -444,7 +447,7 @@ void forward_recurrence(const RnnRecurrence& r) {
   Pacer pacer;
   on_threads(recurrence_threads(B, G, H), [&](int p, int np) {
     auto [u0, u1] = unit_range(p, np, H);
-    const StepProducts<T> products(false, w, G, H, u0, u1);
+    const StepProducts<T> products(false, w, G, H, u0, u1, T_);
     for (int64_t s = 0; s < T_; ++s) {
       pacer.start_step(p);
       const int64_t n = u1 - u0;
@@ -504,7 +507,7 @@ void backward_recurrence(const RnnRecurrenceBackward& r) {
   on_threads(threads, [&](int p, int np) {
     auto [u0, u1] = unit_range(p, np, H);
     int np_prev = np;  // how many partials the previous step wrote
-    const StepProducts<T> products(true, w, G, H, u0, u1);
+    const StepProducts<T> products(true, w, G, H, u0, u1, T_);
     // dh for this thread's units: the sum of the previous step's partials (+ z * dh for GRU, already in dh).
     auto gather = [&](const T* parts) {
       for (int64_t b = 0; b < B; ++b)
