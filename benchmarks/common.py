@@ -697,7 +697,9 @@ def describe_machine(info: dict[str, Any]) -> str:
 
 
 NOTES = (
-    "Times are medians (ms) of torch.utils.benchmark adaptive_autorange; ratios > 1 mean "
+    "Times are medians (ms) of torch.utils.benchmark adaptive_autorange (or, where a case "
+    "sets Timing.rounds, of all blocks of blocked_autorange runs taken in interleaved turns "
+    "with the case's other columns); ratios > 1 mean "
     "native is faster. fwd+bwd = forward + torch.autograd.grad; fwd = forward alone with "
     "the autograd graph built. \"saved\" = bytes the forward keeps for backward (saved "
     "tensors, each storage once, the op's inputs excluded). \"peak MB\" (CUDA) = peak "
