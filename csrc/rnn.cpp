@@ -18,16 +18,23 @@
 #include <cmath>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace d2l_ext {
 namespace {
 
+// H: the cell's units; P: the size of h (an LSTM with a projection maps its H units to P = proj_size
+// outputs, h_t = W_hr (o * tanh(c_t)); otherwise P = H).
 struct RnnGeometry {
   RnnMode mode;
-  int64_t T, B, I, H, L, D, G;
+  int64_t T, B, I, H, L, D, G, P;
   bool bias;
-  int64_t per_block() const { return bias ? 4 : 2; }  // tensors per (layer, direction) in weights
-  int64_t block_numel() const { return T * B * H * rnn_block_rows(mode); }
+  bool proj() const { return P != H; }
+  int64_t per_block() const { return (bias ? 4 : 2) + (proj() ? 1 : 0); }  // tensors per (layer, direction)
+  // gate activations, h (P wide), c or the GRU's W_hn h + b_hn, and with a projection o * tanh(c)
+  int64_t block_numel() const {
+    return T * B * (G * H + P + (rnn_block_rows(mode) - G - 1) * H + (proj() ? H : 0));
+  }
 };
 
 const char* mode_name(RnnMode mode) {
@@ -62,38 +69,45 @@ RnnGeometry check_rnn_args(const at::Tensor& input, const at::Tensor& hx, const 
   TORCH_CHECK(input.size(0) > 0, "d2l_ext.", op, ": expected sequence length to be larger than 0");
   TORCH_CHECK(num_layers >= 1, "d2l_ext.", op, ": num_layers must be at least 1, got ", num_layers);
   RnnGeometry g{mode, input.size(0), input.size(1), input.size(2), 0, num_layers, bidirectional ? 2 : 1,
-                rnn_gates(mode), has_biases};
+                rnn_gates(mode), 0, has_biases};
   TORCH_CHECK(hx.dim() == 3, "d2l_ext.", op, ": hx must be (num_layers * num_directions, B, hidden_size), got shape ",
               hx.sizes());
-  g.H = hx.size(2);
+  g.P = g.H = hx.size(2);
   TORCH_CHECK(g.H > 0, "d2l_ext.", op, ": hidden_size must be positive");
   check_like(hx, input, op, "hx");
-  check_shape(hx, {g.L * g.D, g.B, g.H}, op, "hx");
   if (mode == RnnMode::Lstm) {
     TORCH_CHECK(cx.has_value() && cx->defined(), "d2l_ext.lstm: cx (the initial cell state) is required");
+    TORCH_CHECK(cx->dim() == 3, "d2l_ext.lstm: cx must be (num_layers * num_directions, B, hidden_size), got shape ",
+                cx->sizes());
+    g.H = cx->size(2);  // hx (.., P) with P < H: an LSTM with a projection
+    TORCH_CHECK(g.P <= g.H, "d2l_ext.lstm: hx's last size (proj_size) must be smaller than cx's (hidden_size), got ",
+                g.P, " and ", g.H);
     check_like(*cx, input, op, "cx");
     check_shape(*cx, {g.L * g.D, g.B, g.H}, op, "cx");
   } else {
     TORCH_CHECK(!cx.has_value() || !cx->defined(), "d2l_ext.", op, ": cx is for LSTM only");
   }
+  check_shape(hx, {g.L * g.D, g.B, g.P}, op, "hx");
   const int64_t expected = g.L * g.D * g.per_block();
   TORCH_CHECK(static_cast<int64_t>(weights.size()) == expected, "d2l_ext.", op, ": expected ", expected,
-              " weight tensors (w_ih, w_hh", has_biases ? ", b_ih, b_hh" : "", " per layer and direction), got ",
-              weights.size());
+              " weight tensors (w_ih, w_hh", has_biases ? ", b_ih, b_hh" : "", g.proj() ? ", w_hr" : "",
+              " per layer and direction), got ", weights.size());
   for (int64_t l = 0; l < g.L; ++l) {
-    const int64_t in_l = l == 0 ? g.I : g.D * g.H;
+    const int64_t in_l = l == 0 ? g.I : g.D * g.P;
     for (int64_t d = 0; d < g.D; ++d) {
       const int64_t base = (l * g.D + d) * g.per_block();
       const std::string suffix = "_l" + std::to_string(l) + (d == 1 ? "_reverse" : "");
-      const std::string names[4] = {"weight_ih" + suffix, "weight_hh" + suffix, "bias_ih" + suffix,
-                                    "bias_hh" + suffix};
+      std::vector<std::string> names = {"weight_ih" + suffix, "weight_hh" + suffix};
+      if (has_biases) names.insert(names.end(), {"bias_ih" + suffix, "bias_hh" + suffix});
+      if (g.proj()) names.push_back("weight_hr" + suffix);
       for (int64_t k = 0; k < g.per_block(); ++k) check_like(weights[base + k], input, op, names[k]);
       check_shape(weights[base], {g.G * g.H, in_l}, op, names[0]);
-      check_shape(weights[base + 1], {g.G * g.H, g.H}, op, names[1]);
+      check_shape(weights[base + 1], {g.G * g.H, g.P}, op, names[1]);
       if (has_biases) {
         check_shape(weights[base + 2], {g.G * g.H}, op, names[2]);
         check_shape(weights[base + 3], {g.G * g.H}, op, names[3]);
       }
+      if (g.proj()) check_shape(weights[base + g.per_block() - 1], {g.P, g.H}, op, names.back());
     }
   }
   TORCH_CHECK(dropout_masks.empty() || static_cast<int64_t>(dropout_masks.size()) == g.L - 1, "d2l_ext.", op,
@@ -101,17 +115,19 @@ RnnGeometry check_rnn_args(const at::Tensor& input, const at::Tensor& hx, const 
   for (size_t i = 0; i < dropout_masks.size(); ++i) {
     const std::string name = "dropout_masks[" + std::to_string(i) + "]";
     check_like(dropout_masks[i], input, op, name);
-    check_shape(dropout_masks[i], {g.T, g.B, g.D * g.H}, op, name);
+    check_shape(dropout_masks[i], {g.T, g.B, g.D * g.P}, op, name);
   }
   return g;
 }
 
-// The parts of reserve block (l, d): 0 activations (T, B, G * H), 1 h (T, B, H), 2 extra (T, B, H).
+// The parts of reserve block (l, d): 0 activations (T, B, G * H), 1 h (T, B, P), 2 extra (T, B, H),
+// 3 (projection only) r = o * tanh(c) (T, B, H).
 at::Tensor block_part(const at::Tensor& reserve, const RnnGeometry& g, int64_t l, int64_t d, int part) {
   const int64_t base = (l * g.D + d) * g.block_numel();
-  const int64_t gates = g.T * g.B * g.G * g.H, plane = g.T * g.B * g.H;
+  const int64_t gates = g.T * g.B * g.G * g.H, h = g.T * g.B * g.P, plane = g.T * g.B * g.H;
   if (part == 0) return reserve.narrow(0, base, gates).view({g.T, g.B, g.G * g.H});
-  return reserve.narrow(0, base + gates + (part - 1) * plane, plane).view({g.T, g.B, g.H});
+  if (part == 1) return reserve.narrow(0, base + gates, h).view({g.T, g.B, g.P});
+  return reserve.narrow(0, base + gates + h + (part - 2) * plane, plane).view({g.T, g.B, g.H});
 }
 
 bool has_extra(RnnMode mode) { return mode == RnnMode::Lstm || mode == RnnMode::Gru; }
@@ -186,7 +202,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_forward(
   const at::Tensor h0 = hx.contiguous();
   const at::Tensor c0 = lstm ? cx->contiguous() : at::Tensor();
   at::Tensor reserve = at::empty({g.L * g.D * g.block_numel()}, input.options());
-  at::Tensor hy = at::empty({g.L * g.D, g.B, g.H}, input.options());
+  at::Tensor hy = at::empty({g.L * g.D, g.B, g.P}, input.options());
   at::Tensor cy = lstm ? at::empty({g.L * g.D, g.B, g.H}, input.options()) : at::empty({0}, input.options());
   at::Tensor hidden = gru ? at::empty({g.B, g.G * g.H}, input.options()) : at::Tensor();
   at::Tensor x = input.contiguous();
@@ -210,7 +226,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_forward(
         at::mm_out(acts2, x2, w_ih.t());
       }
       at::Tensor h_prev = h0[l * g.D + d], c_prev = lstm ? c0[l * g.D + d] : at::Tensor();
-      if (kernels.forward_recurrence) {
+      if (g.proj()) {  // per step: gates, the cell step (writing r = o * tanh(c)), then h = W_hr r
+        const at::Tensor rs = block_part(reserve, g, l, d, 3), w_hr = weights[base + g.per_block() - 1];
+        for (int64_t s = 0; s < g.T; ++s) {
+          const int64_t t = d == 0 ? s : g.T - 1 - s;
+          acts[t].addmm_(h_prev, w_hh.t());
+          kernels.forward(RnnStepForward{g.mode, acts[t], at::Tensor(), at::Tensor(), c_prev, rs[t], extra[t]});
+          at::Tensor h_t = hs[t];
+          at::mm_out(h_t, rs[t], w_hr.t());
+          h_prev = h_t;
+          c_prev = extra[t];
+        }
+      } else if (kernels.forward_recurrence) {
         // (the recurrences read the weights through raw pointers: dense copies of strided ones)
         kernels.forward_recurrence({g.mode, d == 1, acts, hs, extra, h_prev, c_prev, w_hh.contiguous(),
                                     gru && has_biases ? weights[base + 3].contiguous() : at::Tensor()});
@@ -263,11 +290,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_back
   auto defined = [](const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); };
   if (defined(grad_output)) {
     check_like(*grad_output, input, op, "grad_output");
-    check_shape(*grad_output, {g.T, g.B, g.D * g.H}, op, "grad_output");
+    check_shape(*grad_output, {g.T, g.B, g.D * g.P}, op, "grad_output");
   }
   if (defined(grad_hy)) {
     check_like(*grad_hy, input, op, "grad_hy");
-    check_shape(*grad_hy, {g.L * g.D, g.B, g.H}, op, "grad_hy");
+    check_shape(*grad_hy, {g.L * g.D, g.B, g.P}, op, "grad_hy");
   }
   if (lstm && defined(grad_cy)) {
     check_like(*grad_cy, input, op, "grad_cy");
@@ -277,7 +304,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_back
   const at::Tensor h0 = hx.contiguous();
   const at::Tensor c0 = lstm ? cx->contiguous() : at::Tensor();
   const at::Tensor r = reserve.contiguous();
-  at::Tensor grad_hx = at::empty({g.L * g.D, g.B, g.H}, opts);
+  at::Tensor grad_hx = at::empty({g.L * g.D, g.B, g.P}, opts);
   at::Tensor grad_cx = lstm ? at::empty({g.L * g.D, g.B, g.H}, opts) : at::empty({0}, opts);
   std::vector<at::Tensor> grad_weights;
   grad_weights.reserve(weights.size());
@@ -287,7 +314,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_back
   at::Tensor d_out = defined(grad_output) ? grad_output->contiguous() : at::Tensor();
   at::Tensor d_gates = at::empty({g.T, g.B, g.G * g.H}, opts);
   at::Tensor d_hidden = gru ? at::empty({g.T, g.B, g.G * g.H}, opts) : d_gates;
-  at::Tensor dh = at::empty({g.B, g.H}, opts), dh_next = at::empty({g.B, g.H}, opts);
+  at::Tensor dh = at::empty({g.B, g.P}, opts), dh_next = at::empty({g.B, g.P}, opts);
   at::Tensor dc = lstm ? at::empty({g.B, g.H}, opts) : at::Tensor();
   for (int64_t l = g.L - 1; l >= 0; --l) {
     const at::Tensor x = l == 0 ? input.contiguous() : layer_input(r, g, l, dropout_masks);
@@ -306,10 +333,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_back
       }
       // Steps in reverse of the forward order; `first` is the forward's first step (its h_prev is h0).
       const int64_t first = d == 0 ? 0 : g.T - 1, back = d == 0 ? -1 : 1;
-      if (kernels.backward_recurrence) {
+      if (g.proj()) {  // per step: dh_t -> dW_hr, dr = dh_t W_hr -> the cell step -> dh_{t-1} = dG_t W_hh
+        const at::Tensor rs = block_part(r, g, l, d, 3), w_hr = weights[base + g.per_block() - 1];
+        at::Tensor& gw_hr = grad_weights[base + g.per_block() - 1];
+        gw_hr.zero_();
+        for (int64_t s = 0; s < g.T; ++s) {
+          const int64_t t = d == 0 ? g.T - 1 - s : s;
+          const bool at_first = t == first;
+          if (d_out.defined()) dh.add_(d_out[t].narrow(1, d * g.P, g.P));
+          gw_hr.addmm_(dh.t(), rs[t]);
+          RnnStepBackward step;
+          step.mode = g.mode;
+          step.acts = acts[t];
+          step.dh = at::mm(dh, w_hr);
+          step.dc = dc;
+          step.c_prev = at_first ? c0[idx] : extra[t + back];
+          step.extra = extra[t];
+          step.d_gates = d_gates[t];
+          step.d_hidden = d_hidden[t];
+          kernels.backward(step);
+          at::mm_out(dh, d_gates[t], w_hh);
+        }
+      } else if (kernels.backward_recurrence) {
         kernels.backward_recurrence({g.mode, d == 1, acts, hs, extra, h0[idx], lstm ? c0[idx] : at::Tensor(),
                                      w_hh.contiguous(),
-                                     d_out.defined() ? d_out.narrow(2, d * g.H, g.H) : at::Tensor(), dh, dc,
+                                     d_out.defined() ? d_out.narrow(2, d * g.P, g.P) : at::Tensor(), dh, dc,
                                      d_gates, d_hidden});
       } else {
         for (int64_t s = 0; s < g.T; ++s) {
@@ -318,7 +366,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_back
           RnnStepBackward step;
           step.mode = g.mode;
           step.acts = acts[t];
-          if (d_out.defined()) step.grad_out = d_out[t].narrow(1, d * g.H, g.H);
+          if (d_out.defined()) step.grad_out = d_out[t].narrow(1, d * g.P, g.P);
           step.dh = dh;
           step.dc = dc;
           step.h_prev = at_first ? h0[idx] : hs[t + back];
@@ -353,7 +401,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_back
       if (g.T > 1) {
         const int64_t rows = (g.T - 1) * g.B;
         const at::Tensor later = d_hidden.narrow(0, d == 0 ? 1 : 0, g.T - 1).reshape({rows, g.G * g.H});
-        const at::Tensor prev = hs.narrow(0, d == 0 ? 0 : 1, g.T - 1).reshape({rows, g.H});
+        const at::Tensor prev = hs.narrow(0, d == 0 ? 0 : 1, g.T - 1).reshape({rows, g.P});
         at::mm_out(gw_hh, later.t(), prev);
         gw_hh.addmm_(d_hidden[first].t(), h0[idx]);
       } else {

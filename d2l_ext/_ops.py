@@ -444,24 +444,30 @@ if LOADED and "conv2d" in OP_KERNEL_DEVICE_TYPES:
 RNN_GATES = {0: 1, 1: 1, 2: 4, 3: 3}  # mode -> gates per cell (tanh, relu, lstm, gru)
 
 
-def rnn_reserve_numel(mode: int, T: int, B: int, H: int, num_layers: int, directions: int) -> int:
-    """Elements of the forward's reserve (csrc/rnn.h): per layer and direction,
-    gate activations (T, B, G * H), h (T, B, H) and, for LSTM and GRU, one more
-    (T, B, H) plane (c_t, or the GRU's W_hn h_{t-1} + b_hn)."""
-    rows = RNN_GATES[mode] + 1 + (1 if mode in (2, 3) else 0)
-    return num_layers * directions * T * B * H * rows
+def rnn_reserve_numel(
+    mode: int, T: int, B: int, H: int, num_layers: int, directions: int, proj_size: int = 0
+) -> int:
+    """Elements of the forward's reserve (csrc/rnn.h, csrc/rnn.cpp): per layer and direction,
+    gate activations (T, B, G * H), h (T, B, P) with P = proj_size or H, for LSTM and GRU one
+    (T, B, H) plane more (c_t, or the GRU's W_hn h_{t-1} + b_hn), and with a projection o * tanh(c)."""
+    P = proj_size or H
+    extra = H if mode in (2, 3) else 0
+    per_step = RNN_GATES[mode] * H + P + extra + (H if proj_size else 0)
+    return num_layers * directions * T * B * per_step
 
 
 def _rnn_fake(input, hx, cx, weights, mode, has_biases, num_layers, bidirectional, dropout_masks):
     torch._check(input.dim() == 3, lambda: "d2l_ext.rnn: input must be (T, B, input_size)")
     torch._check(hx.dim() == 3, lambda: "d2l_ext.rnn: hx must be (num_layers * num_directions, B, H)")
     T, B = input.shape[0], input.shape[1]
-    H = hx.shape[2]
+    P = hx.shape[2]
+    H = cx.shape[2] if mode == 2 else P
     D = 2 if bidirectional else 1
-    out = input.new_empty((T, B, D * H))
-    hy = input.new_empty((num_layers * D, B, H))
+    out = input.new_empty((T, B, D * P))
+    hy = input.new_empty((num_layers * D, B, P))
     cy = input.new_empty((num_layers * D, B, H)) if mode == 2 else input.new_empty((0,))
-    reserve = input.new_empty((rnn_reserve_numel(mode, T, B, H, num_layers, D),))
+    proj = P if P != H else 0
+    reserve = input.new_empty((rnn_reserve_numel(mode, T, B, H, num_layers, D, proj),))
     return out, hy, cy, reserve
 
 
@@ -470,7 +476,7 @@ def _rnn_backward_fake(
     bidirectional, dropout_masks, need_input_grad,
 ):
     gi = input.new_empty(input.shape) if need_input_grad else None
-    gcx = input.new_empty(hx.shape) if mode == 2 else input.new_empty((0,))
+    gcx = input.new_empty(cx.shape) if mode == 2 else input.new_empty((0,))
     return gi, input.new_empty(hx.shape), gcx, [w.new_empty(w.shape) for w in weights]
 
 

@@ -731,11 +731,11 @@ def _rnn_layers(
     proj_size = hx.shape[-1] if cx is not None and hx.shape[-1] != cx.shape[-1] else 0
     masks = _dropout_masks(x, D * hx.shape[-1], num_layers, dropout, train)
     code = reference.RNN_MODES[mode]
-    if proj_size == 0 and _rnn_native(x):
+    if _rnn_native(x):
         out, hy, cy, _ = torch.ops.d2l_ext.rnn(
             x, hx, cx, list(params), code, has_biases, num_layers, bidirectional, masks
         )
-    else:  # the Python loop (also LSTM with proj_size, which the kernels do not have yet)
+    else:  # the Python loop
         out, hy, cy = reference.rnn(
             x, hx, cx, list(params), code, has_biases, num_layers, bidirectional, masks, proj_size
         )
@@ -788,7 +788,7 @@ def lstm(
     """Stacked LSTM layers, as ``torch.lstm``: input (T, B, I), hx = (h0 (L * D, B, P),
     c0 (L * D, B, H)) with P = proj_size or H, params w_ih (4H, I_l), w_hh (4H, P)
     [, b_ih, b_hh][, w_hr (P, H)] -> (output (T, B, D * P), h_n, c_n). With
-    proj_size the Python loop runs (the kernels have no projection yet)."""
+    proj_size the native op runs its per-step path (no threads splitting the units)."""
     h0, c0 = hx
     out, hy, cy = _rnn_layers("lstm", input, h0, c0, params, has_biases, num_layers, dropout, train,
                               bidirectional, batch_first)

@@ -13,8 +13,8 @@ The native op (``torch.ops.d2l_ext.rnn``) may not have kernels for every
 device (CPU float32/float64 always; CUDA only in a build with a CUDA
 toolkit): the functional then quietly runs the Python fallback, so "native"
 tests skip there (``skip_unless_rnn_kernel``, the ``rnn_backend`` fixture).
-An LSTM with ``proj_size`` always runs the Python loop (the kernels have no
-projection); ``test_native_op_in_the_graph`` checks which side ran.
+An LSTM with ``proj_size`` runs the native op too (its per-step path);
+``test_native_op_in_the_graph`` checks which side ran.
 
 Error budget (conftest.py explains the model): one step of a cell forms its
 pre-activations as sums of ``I_l + H + 2`` terms (input projection, hidden
@@ -1089,9 +1089,8 @@ class _OpLog(TorchDispatchMode):
 @pytest.mark.parametrize("case", ["lstm_layer", "gru_module", "rnn_cell", "lstm_cell", "lstm_proj"])
 def test_native_op_in_the_graph(rnn_backend, case, monkeypatch):
     """Native: the native op runs (forward and backward, seen by a dispatch mode), the
-    output's graph holds d2l_ext's C++ node and the Python loop is not called (but for
-    an LSTM with proj_size, which the kernels do not have: always the Python loop).
-    Python: no d2l_ext op at all, the fallback runs."""
+    output's graph holds d2l_ext's C++ node and the Python loop is not called (an LSTM
+    with proj_size included). Python: no d2l_ext op at all, the fallback runs."""
     calls = []
     for name in ("rnn", "rnn_tanh_cell", "lstm_cell"):
         real = getattr(reference, name)
@@ -1118,7 +1117,7 @@ def test_native_op_in_the_graph(rnn_backend, case, monkeypatch):
         out = fn()
     with _OpLog() as bwd:
         out.sum().backward()
-    native = rnn_backend == "native" and case != "lstm_proj"
+    native = rnn_backend == "native"
     d2l_ops = [o for o in fwd.ops + bwd.ops if "d2l_ext" in o]
     if native:
         assert "d2l_ext.rnn.default" in fwd.ops and "d2l_ext._rnn_backward.default" in bwd.ops
@@ -1622,3 +1621,48 @@ def test_budget_is_not_vacuous():
         compare([sloppy.bfloat16().float()], [sloppy], dtype=torch.float32, terms=terms, inputs=inputs)
     compare([sloppy], [ref.float()], dtype=torch.float32, terms=terms, inputs=inputs)
     assert tolerances(torch.float32, terms) < 5e-5 and tolerances(torch.float64, terms) < 1e-13
+
+
+# --------------------------------------------------------------------------- LSTM with a projection
+
+
+def _proj_args(device, bi, bias, requires_grad=True):
+    """Arguments of torch.ops.d2l_ext.rnn for a 2-layer LSTM with H = 4 units and proj_size P = 2."""
+    g = _gen(77)
+    T, B, In, H, P, L, Dn = 3, 2, 3, 4, 2, 2, 2 if bi else 1
+
+    def t(*shape):
+        u = torch.rand(shape, generator=g, dtype=torch.float64) - 0.5
+        return u.to(device).requires_grad_(requires_grad)
+
+    weights = []
+    for layer in range(L):
+        for _ in range(Dn):
+            weights += [t(4 * H, In if layer == 0 else Dn * P), t(4 * H, P)]
+            weights += [t(4 * H), t(4 * H)] if bias else []
+            weights.append(t(P, H))
+    return [t(T, B, In), t(L * Dn, B, P), t(L * Dn, B, H), weights, MODES["lstm"], bias, L, bi, []]
+
+
+@requires_native
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
+def test_lstm_projection_native_op(device, bi, bias):
+    """The native op with proj_size (hx's last size P < cx's H): values against torch.lstm,
+    gradcheck of every input in float64, and opcheck (fake kernel, autograd registration)."""
+    skip_unless_rnn_kernel(device)
+    args = _proj_args(device, bi, bias)
+    out, hy, cy, _ = torch.ops.d2l_ext.rnn(*args)
+    r_out, r_hy, r_cy = torch.lstm(args[0], (args[1], args[2]), args[3], bias, 2, 0.0, True, bi, False)
+    for a, r in ((out, r_out), (hy, r_hy), (cy, r_cy)):
+        torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-13)  # float64, sums of a few dozen terms
+
+    leaves = [args[0], args[1], args[2], *args[3]]
+
+    def fn(x, h, c, *w):
+        o, h_n, c_n, _ = torch.ops.d2l_ext.rnn(x, h, c, list(w), *args[4:])
+        return o, h_n, c_n
+
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7)
+    torch.library.opcheck(torch.ops.d2l_ext.rnn.default, tuple(args))

@@ -569,8 +569,49 @@ void check_cpu_dtype(const at::Tensor& t, const char* what) {
               "d2l_ext.rnn (CPU): ", what, " must be float32 or float64 for the CPU kernels, got ", t.scalar_type());
 }
 
-// The CPU runs whole recurrences (no per-step entry points).
-constexpr RnnPointwise kCpuKernels{nullptr, nullptr, &forward_recurrence_cpu, &backward_recurrence_cpu};
+// One step over every row and unit (the shared loop's per-step path: an LSTM with a projection).
+template <typename T>
+void forward_step(const RnnStepForward& s) {
+  const CellStep<T> step{s.mode,          s.h.size(0),   s.h.size(1),   rnn_gates(s.mode), ptr<T>(s.gates),
+                         ptr<T>(s.hidden), ptr<T>(s.h_prev), ptr<T>(s.c_prev), ptr<T>(s.h),     ptr<T>(s.extra)};
+  forward_units<T>(step, 0, step.H);
+}
+
+template <typename T>
+void backward_step(const RnnStepBackward& s) {
+  TORCH_CHECK(s.dh.is_contiguous() && (!s.grad_out.defined() || s.grad_out.stride(1) == 1),
+              "d2l_ext.rnn (CPU): step gradients must be dense");
+  const CellGradStep<T> step{s.mode,
+                             s.dh.size(0),
+                             s.dh.size(1),
+                             rnn_gates(s.mode),
+                             ptr<T>(s.acts),
+                             ptr<T>(s.grad_out),
+                             s.grad_out.defined() ? s.grad_out.stride(0) : 0,
+                             ptr<T>(s.dh),
+                             ptr<T>(s.dc),
+                             ptr<T>(s.h_prev),
+                             ptr<T>(s.c_prev),
+                             ptr<T>(s.h),
+                             ptr<T>(s.extra),
+                             ptr<T>(s.d_gates),
+                             ptr<T>(s.d_hidden)};
+  backward_units<T>(step, 0, step.H);
+}
+
+void forward_step_cpu(const RnnStepForward& s) {
+  if (s.gates.scalar_type() == at::kDouble) return forward_step<double>(s);
+  forward_step<float>(s);
+}
+
+void backward_step_cpu(const RnnStepBackward& s) {
+  if (s.acts.scalar_type() == at::kDouble) return backward_step<double>(s);
+  backward_step<float>(s);
+}
+
+// Whole recurrences; the per-step functions serve the LSTM with a projection.
+constexpr RnnPointwise kCpuKernels{&forward_step_cpu, &backward_step_cpu, &forward_recurrence_cpu,
+                                   &backward_recurrence_cpu};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_cpu(
     const at::Tensor& input, const at::Tensor& hx, const std::optional<at::Tensor>& cx, at::TensorList weights,

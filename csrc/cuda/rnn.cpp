@@ -27,7 +27,7 @@ cuda::CellStepArgs step_args(RnnMode mode, const at::Tensor& like, int64_t B, in
 
 void forward_cuda(const RnnStepForward& s) {
   const auto a = step_args(s.mode, s.h, s.h.size(0), s.h.size(1), 0);
-  C10_CUDA_CHECK(cuda::launch_cell_forward(a, s.gates.data_ptr(), ptr_or_null(s.hidden), s.h_prev.const_data_ptr(),
+  C10_CUDA_CHECK(cuda::launch_cell_forward(a, s.gates.data_ptr(), ptr_or_null(s.hidden), ptr_or_null(s.h_prev),
                                            ptr_or_null(s.c_prev), s.h.data_ptr(),
                                            s.extra.defined() ? s.extra.data_ptr() : nullptr,
                                            c10::cuda::getCurrentCUDAStream()));
@@ -38,8 +38,8 @@ void backward_cuda(const RnnStepBackward& s) {
   const auto a = step_args(s.mode, s.dh, s.dh.size(0), s.dh.size(1), go_stride);
   C10_CUDA_CHECK(cuda::launch_cell_backward(
       a, s.acts.const_data_ptr(), ptr_or_null(s.grad_out), s.dh.data_ptr(),
-      s.dc.defined() ? s.dc.data_ptr() : nullptr, s.h_prev.const_data_ptr(), ptr_or_null(s.c_prev),
-      s.h.const_data_ptr(), ptr_or_null(s.extra), s.d_gates.data_ptr(),
+      s.dc.defined() ? s.dc.data_ptr() : nullptr, ptr_or_null(s.h_prev), ptr_or_null(s.c_prev),
+      ptr_or_null(s.h), ptr_or_null(s.extra), s.d_gates.data_ptr(),
       s.d_hidden.defined() ? s.d_hidden.data_ptr() : nullptr, c10::cuda::getCurrentCUDAStream()));
 }
 

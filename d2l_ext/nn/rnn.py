@@ -5,8 +5,8 @@ runs :mod:`d2l_ext.functional`'s recurrent ops: the layers' time loop in C++
 with fused cell steps, the cells as two GEMMs and one fused kernel.
 
 ``PackedSequence`` inputs are not supported (a clear error says how to pad
-them); an LSTM with ``proj_size > 0`` runs the Python loop of
-:func:`d2l_ext.reference.rnn` (the kernels have no projection yet).
+them). An LSTM with ``proj_size > 0`` runs the native op's per-step path (the
+projection is one more GEMM a step; the CPU threads do not split its units).
 """
 
 from __future__ import annotations
