@@ -650,8 +650,8 @@ def conv2d(
     ``padding`` is an int, a pair, ``"valid"`` (0) or ``"same"`` (output size =
     input size; stride 1 only). The native CPU kernel lays windows out as
     columns (im2col) a batch block at a time and multiplies them with the
-    weights (``at::mm``); CUDA tensors run the Python fallback until the CUDA
-    kernel lands.
+    weights (``at::mm``); the CUDA kernel does the same with cuBLAS (compiled,
+    not yet run on a GPU).
     """
     return _conv("conv2d", input, weight, bias, stride, padding, dilation, groups, 2)
 
