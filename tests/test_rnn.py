@@ -1666,3 +1666,45 @@ def test_lstm_projection_native_op(device, bi, bias):
 
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7)
     torch.library.opcheck(torch.ops.d2l_ext.rnn.default, tuple(args))
+
+
+# --------------------------------------------------------------------------- the CPU's fast paths
+
+FAST_PATH_CASES = {  # kind, T, B, In, H, L, bi: T >= 8 packs W_hh (float32, AVX-512 CPUs); B G H^2 >= 2^17
+    # with H >= 32 splits the units over the threads; odd B and H leave partial 8-row / 32-column tiles.
+    "lstm-split": ("lstm", 12, 13, 5, 77, 2, True),
+    "gru-split": ("gru", 10, 9, 6, 70, 1, False),
+    "rnn_tanh-split": ("rnn_tanh", 9, 40, 4, 130, 1, True),
+    "lstm-one_thread_packed": ("lstm", 9, 3, 4, 20, 1, False),
+}
+
+
+@requires_native
+@pytest.mark.parametrize("one_hot", [False, True], ids=["dense", "one_hot"])
+@pytest.mark.parametrize("case", list(FAST_PATH_CASES))
+def test_cpu_fast_paths_match_torch(case, one_hot):
+    """float32 on the CPU with the sizes that take the packed AVX-512 products, the threads'
+    split of the hidden units (when torch has more than one thread) and one-hot inputs (the
+    gather of w_ih's columns): outputs, final states and every gradient against torch.lstm &
+    co in float64 on the same values, within the float32 budget of the module docstring."""
+    skip_unless_rnn_kernel("cpu")
+    kind, T, B, In, H, L, bi = FAST_PATH_CASES[case]
+    x, hx, cx, params = layer_inputs(kind, T, B, In, H, L, bi, True, torch.float32, "cpu", seed=90)
+    if one_hot:
+        x = torch.nn.functional.one_hot(torch.randint(In, (T, B), generator=_gen(91)), In).float()
+    lstm = kind == "lstm"
+    states = [hx, cx] if lstm else [hx]
+    leaves = [t.detach().clone().requires_grad_() for t in (x, *states, *params)]
+    r_leaves = [t.detach().double().requires_grad_() for t in leaves]
+
+    def run(fn, ls):
+        c = ls[2] if lstm else None
+        outs = call_layer(fn, kind, ls[0], ls[1], c, ls[2 + lstm :], True, L, 0.0, True, bi, False)
+        loss = _random_linear_loss(outs, seed=92, round_to=torch.float32)
+        return [o.detach() for o in outs], list(torch.autograd.grad(loss, ls))
+
+    outs, grads = run(LAYER_FNS[kind], leaves)
+    r_outs, r_grads = run(TORCH_LAYER_FNS[kind], r_leaves)
+    r_outs, r_grads = [t.float() for t in r_outs], [t.float() for t in r_grads]  # + half an ulp
+    terms = rnn_terms(T, B, In, H, L, 2 if bi else 1, GATES[kind])
+    compare(outs, r_outs, grads, r_grads, dtype=torch.float32, terms=terms, inputs=[x, *states])
