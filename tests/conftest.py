@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import d2l_ext
+from d2l_ext import _ops
 
 CUDA_AVAILABLE = torch.cuda.is_available()
 
@@ -47,8 +48,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if os.environ.get("CI", "").strip().lower() != "true":
         return
     if not d2l_ext.native_available():
-        from d2l_ext import _ops
-
         pytest.exit(
             "CI=true but the compiled library d2l_ext._C could not be loaded "
             f"({_ops.LOAD_ERROR!r}); refusing to run with the native tests skipped.",
@@ -235,6 +234,39 @@ def assert_close_lowp(
         actual.float(), expected, rtol=rtol, atol=atol, equal_nan=True,
         msg=lambda m: f"{msg}\n{m}",
     )
+
+
+def skip_unless_op_kernel(op: str, device: str) -> None:
+    """Skip a native test where the loaded library has no kernel of ``op`` for the
+    device (the functional would run the Python fallback instead)."""
+    skip_unless_native_kernels(device)
+    kind = torch.device(device).type
+    if not _ops.has_kernel(op, kind):
+        pytest.skip(
+            f"d2l_ext built without a {op} kernel for {kind}: the native backend would run the "
+            f"Python fallback (torch.ops.d2l_ext.{op} not registered for this device)"
+        )
+
+
+def backend_with_kernel(op: str, backend: str, request: pytest.FixtureRequest) -> str:
+    """The ``backend`` fixture's value, skipping native where ``op`` has no kernel for the
+    test's device: the body of an op's ``<op>_backend`` fixture."""
+    if backend == "native":
+        callspec = getattr(request.node, "callspec", None)
+        skip_unless_op_kernel(op, callspec.params.get("device", "cpu") if callspec else "cpu")
+    return backend
+
+
+def use_backend_with_kernel(op: str, backend_name: str, device: str):
+    """``d2l_ext.use_backend`` for tests parametrized with BACKENDS themselves (hypothesis)."""
+    if backend_name == "native":
+        skip_unless_op_kernel(op, device)
+    return d2l_ext.use_backend(backend_name)
+
+
+def seeded(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``."""
+    return torch.Generator().manual_seed(seed)
 
 
 def grad_fn_names(t: torch.Tensor) -> set[str]:

@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 
 import d2l_ext
 import d2l_ext.functional as D
-from d2l_ext import _ops, reference
+from d2l_ext import reference
 
 from .conftest import (
     BACKENDS,
@@ -51,10 +51,13 @@ from .conftest import (
     HALF_DTYPES,
     assert_close,
     assert_close_lowp,
+    backend_with_kernel,
     grad_fn_names,
     requires_native,
-    skip_unless_native_kernels,
+    seeded,
+    skip_unless_op_kernel,
     tolerances,
+    use_backend_with_kernel,
 )
 
 CL = torch.channels_last
@@ -64,39 +67,23 @@ CL = torch.channels_last
 
 
 def skip_unless_conv_kernel(device: str) -> None:
-    """Skip a native test where the loaded library has no conv2d kernel for the
-    device (the functional would run the Python fallback instead)."""
-    skip_unless_native_kernels(device)
-    kind = torch.device(device).type
-    if not _ops.has_kernel("conv2d", kind):
-        pytest.skip(
-            f"d2l_ext built without a conv2d kernel for {kind}: the native backend would run the "
-            "Python fallback (torch.ops.d2l_ext.conv2d not registered for this device yet)"
-        )
+    skip_unless_op_kernel("conv2d", device)
 
 
 @pytest.fixture
 def conv_backend(backend, request):
-    """conftest's ``backend`` fixture (the body runs under that backend), and
-    native skips where the library has no conv2d kernel for the test's device."""
-    if backend == "native":
-        callspec = getattr(request.node, "callspec", None)
-        skip_unless_conv_kernel(callspec.params.get("device", "cpu") if callspec else "cpu")
-    return backend
+    """conftest's ``backend`` fixture, native skipped where there is no conv2d kernel."""
+    return backend_with_kernel("conv2d", backend, request)
 
 
 def _use(backend_name: str, device: str):
-    """``d2l_ext.use_backend`` for tests parametrized with BACKENDS themselves (hypothesis)."""
-    if backend_name == "native":
-        skip_unless_conv_kernel(device)
-    return d2l_ext.use_backend(backend_name)
+    return use_backend_with_kernel("conv2d", backend_name, device)
 
 
 # --------------------------------------------------------------------------- inputs
 
 
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+_gen = seeded
 
 
 def make(shape, dtype, device, seed=0) -> torch.Tensor:

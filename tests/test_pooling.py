@@ -38,6 +38,7 @@ from .conftest import (
     grad_fn_names,
     requires_native,
     saved_tensors,
+    seeded,
     skip_unless_native_kernels,
 )
 
@@ -121,8 +122,7 @@ def op_layouts(ops, dims_of=lambda op: OPS[op].dims):
 # --------------------------------------------------------------------------- helpers
 
 
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+_gen = seeded
 
 
 def make_input(shape, dtype, device, seed=0, kind="randn") -> torch.Tensor:

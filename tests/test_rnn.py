@@ -70,7 +70,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import d2l_ext
 import d2l_ext.functional as D
-from d2l_ext import _ops, reference
+from d2l_ext import reference
 
 from .conftest import (
     BACKENDS,
@@ -79,10 +79,13 @@ from .conftest import (
     HALF_DTYPES,
     assert_close,
     assert_close_lowp,
+    backend_with_kernel,
     grad_fn_names,
     requires_native,
-    skip_unless_native_kernels,
+    seeded,
+    skip_unless_op_kernel,
     tolerances,
+    use_backend_with_kernel,
 )
 
 KINDS = ["rnn_tanh", "rnn_relu", "gru", "lstm"]
@@ -110,39 +113,23 @@ def _module_spec(kind: str) -> tuple[str, dict]:
 
 
 def skip_unless_rnn_kernel(device: str) -> None:
-    """Skip a native test where the loaded library has no rnn kernel for the device
-    (the functional would run the Python fallback instead)."""
-    skip_unless_native_kernels(device)
-    kind = torch.device(device).type
-    if not _ops.has_kernel("rnn", kind):
-        pytest.skip(
-            f"d2l_ext built without an rnn kernel for {kind}: the native backend would run the "
-            "Python fallback (torch.ops.d2l_ext.rnn not registered for this device)"
-        )
+    skip_unless_op_kernel("rnn", device)
 
 
 @pytest.fixture
 def rnn_backend(backend, request):
-    """conftest's ``backend`` fixture (the body runs under that backend), and
-    native skips where the library has no rnn kernel for the test's device."""
-    if backend == "native":
-        callspec = getattr(request.node, "callspec", None)
-        skip_unless_rnn_kernel(callspec.params.get("device", "cpu") if callspec else "cpu")
-    return backend
+    """conftest's ``backend`` fixture, native skipped where there is no rnn kernel."""
+    return backend_with_kernel("rnn", backend, request)
 
 
 def _use(backend_name: str, device: str):
-    """``d2l_ext.use_backend`` for tests parametrized with BACKENDS themselves (hypothesis)."""
-    if backend_name == "native":
-        skip_unless_rnn_kernel(device)
-    return d2l_ext.use_backend(backend_name)
+    return use_backend_with_kernel("rnn", backend_name, device)
 
 
 # --------------------------------------------------------------------------- inputs
 
 
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+_gen = seeded
 
 
 def make(shape, dtype, device, seed=0, scale=1.0) -> torch.Tensor:
@@ -215,6 +202,12 @@ def compare(outs, r_outs, grads=(), r_grads=(), *, dtype, terms, inputs=()):
         if a is not None:
             assert a.shape == r.shape, (name, a.shape, r.shape)
             check(f"{name} gradient", a, r, dtype=dtype, terms=terms, magnitude=gmag)
+
+
+def compare_runs(results, **kw):
+    """``compare`` for ``results = [(outs, grads) of ours, (outs, grads) of the reference]``."""
+    (outs, grads), (r_outs, r_grads) = results
+    compare(outs, r_outs, grads, r_grads, **kw)
 
 
 def _random_linear_loss(outs, seed, round_to=None):
@@ -375,11 +368,8 @@ def test_cell_module_matches_torch(rnn_backend, device, case, shape):
     terms = rnn_terms(1, 3, In, H, G=GATES["lstm"])
     assert len(results[0][1]) == len(results[1][1]) == 1 + len(states or []) + len(list(ours.parameters()))
     assert all(a.shape == (*lead, H) for a in results[0][0])
-    compare(
-        results[0][0],
-        results[1][0],
-        results[0][1],
-        results[1][1],
+    compare_runs(
+        results,
         dtype=dtype,
         terms=terms,
         inputs=[x, *(states or [])],
@@ -603,11 +593,8 @@ def test_partial_outputs_and_requires_grad(rnn_backend, device, kind, case):
                 [xl.grad, *[s.grad for s in sl], *[p.grad for p in module.parameters()]],
             )
         )
-    compare(
-        results[0][0],
-        results[1][0],
-        results[0][1],
-        results[1][1],
+    compare_runs(
+        results,
         dtype=torch.float64,
         terms=cfg.terms(),
         inputs=[x, *states],
@@ -700,11 +687,8 @@ def test_functional_layer_non_contiguous_matches_torch(rnn_backend, device, dtyp
         results.append(([o.detach() for o in outs], [t.grad for t in leaves]))
     terms = rnn_terms(T, B, In, H, L, 2, GATES[kind])
     assert results[0][0][0].shape == (B, T, 2 * H)
-    compare(
-        results[0][0],
-        results[1][0],
-        results[0][1],
-        results[1][1],
+    compare_runs(
+        results,
         dtype=dtype,
         terms=terms,
         inputs=[x, hx, cx],
