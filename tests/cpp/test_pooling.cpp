@@ -13,6 +13,8 @@
 #include <tuple>
 #include <vector>
 
+#include "checks.h"
+
 namespace {
 
 // C++ signatures of the schemas in csrc/ops.cpp (int[2] -> IntArrayRef,
@@ -30,14 +32,7 @@ using AdaptiveAvgBackwardFn = at::Tensor(const at::Tensor&, c10::SymIntArrayRef)
 using AdaptiveMaxFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, c10::SymIntArrayRef);
 using AdaptiveMaxBackwardFn = at::Tensor(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef);
 
-int g_checks = 0;
-int g_failures = 0;
-
-void report(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok) ++g_failures;
-  std::printf("%s  %s\n", ok ? "ok  " : "FAIL", what.c_str());
-}
+using d2l_ext_test::report;
 
 bool close(const at::Tensor& a, const at::Tensor& b) {
   return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() && at::allclose(a, b, 1e-5, 1e-6);
@@ -152,20 +147,8 @@ void run_autograd(const c10::Device& device, bool channels_last) {
 }  // namespace
 
 int main() {
-  torch::manual_seed(0);
-  try {
-    for (bool cl : {false, true}) run(c10::Device(c10::kCPU), cl);
-    for (bool cl : {false, true}) run_autograd(c10::Device(c10::kCPU), cl);
-    if (torch::cuda::is_available()) {
-      for (bool cl : {false, true}) run(c10::Device(c10::kCUDA), cl);
-      for (bool cl : {false, true}) run_autograd(c10::Device(c10::kCUDA), cl);
-    } else {
-      std::printf("skip  CUDA cases: no GPU\n");
-    }
-  } catch (const c10::Error& e) {
-    std::printf("FAIL  exception: %s\n", e.what_without_backtrace());
-    return 1;
-  }
-  std::printf("%d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return d2l_ext_test::run_on_devices([](const c10::Device& device) {
+    for (bool cl : {false, true}) run(device, cl);
+    for (bool cl : {false, true}) run_autograd(device, cl);
+  });
 }

@@ -13,20 +13,15 @@
 #include <tuple>
 #include <vector>
 
+#include "checks.h"
+
 namespace {
 
 using RnnFn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, at::TensorList, int64_t, bool, int64_t,
     bool, at::TensorList);
 
-int g_checks = 0;
-int g_failures = 0;
-
-void report(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok) ++g_failures;
-  std::printf("%s  %s\n", ok ? "ok  " : "FAIL", what.c_str());
-}
+using d2l_ext_test::report;
 
 bool close(const at::Tensor& a, const at::Tensor& b) {
   return a.defined() && b.defined() && a.sizes() == b.sizes() && at::allclose(a, b, 1e-10, 1e-10);
@@ -99,19 +94,4 @@ void run(const c10::Device& device) {
 
 }  // namespace
 
-int main() {
-  torch::manual_seed(0);
-  try {
-    run(c10::Device(c10::kCPU));
-    if (torch::cuda::is_available()) {
-      run(c10::Device(c10::kCUDA));
-    } else {
-      std::printf("skip  CUDA cases: no GPU\n");
-    }
-  } catch (const c10::Error& e) {
-    std::printf("FAIL  exception: %s\n", e.what_without_backtrace());
-    return 1;
-  }
-  std::printf("%d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
-}
+int main() { return d2l_ext_test::run_on_devices(run); }
