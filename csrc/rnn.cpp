@@ -215,12 +215,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_forward(
       const at::Tensor acts = block_part(reserve, g, l, d, 0), hs = block_part(reserve, g, l, d, 1);
       const at::Tensor extra = has_extra(g.mode) ? block_part(reserve, g, l, d, 2) : at::Tensor();
       at::Tensor acts2 = acts.view({g.T * g.B, g.G * g.H});
+      // The bias of the projection: b_ih (GRU: b_hh goes with W_hh h), else b_ih + b_hh.
+      const at::Tensor bias =
+          !has_biases ? at::Tensor() : gru ? weights[base + 2] : weights[base + 2] + weights[base + 3];
       const at::Tensor pos = l == 0 ? one_hot_positions(x2, w_ih) : at::Tensor();
       if (pos.defined()) {  // one-hot x: the columns of w_ih it picks (+ the bias)
-        gather_columns(acts2, w_ih, pos,
-                       !has_biases ? at::Tensor() : gru ? weights[base + 2] : weights[base + 2] + weights[base + 3]);
+        gather_columns(acts2, w_ih, pos, bias);
       } else if (has_biases) {
-        const at::Tensor bias = gru ? weights[base + 2] : weights[base + 2] + weights[base + 3];
         at::addmm_out(acts2, bias, x2, w_ih.t());
       } else {
         at::mm_out(acts2, x2, w_ih.t());
