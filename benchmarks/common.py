@@ -55,6 +55,7 @@ import torch
 from torch.utils import benchmark as tbench
 
 import d2l_ext
+from d2l_ext import _ops
 
 IMPLS = ("native", "torch", "python", "scratch")
 IMPL_TITLES = {
@@ -133,12 +134,16 @@ class Case:
 # ---------------------------------------------------------------- implementations
 
 
-def native_unavailable_reason(device: str) -> str | None:
-    """Why d2l_ext's native kernels cannot run on ``device`` (None when they can)."""
+def native_unavailable_reason(device: str, kernel_op: str | None = None) -> str | None:
+    """Why d2l_ext's native kernels cannot run on ``device`` (None when they can);
+    ``kernel_op``: also require that op's kernel for the device type."""
     if not d2l_ext.native_available():
         return "d2l_ext._C not loaded"
     if device.startswith("cuda") and not d2l_ext.has_cuda_kernels():
         return "d2l_ext built without CUDA kernels"
+    kind = torch.device(device).type
+    if kernel_op is not None and not _ops.has_kernel(kernel_op, kind):
+        return f"d2l_ext has no {kind} {kernel_op} kernel"
     return None
 
 
@@ -149,15 +154,17 @@ def standard_impls(
     *,
     python_timing: Timing | None = None,
     python_budget_s: float | None = None,
+    kernel_op: str | None = None,
 ) -> list[Impl]:
     """The usual three columns: d2l_ext on the native backend, torch, d2l_ext on the Python one.
 
     ``d2l_factory`` builds a call of the ``d2l_ext.functional`` op; it is used
     twice, once under ``use_backend("native")`` and once under ``"python"``.
+    ``kernel_op``: the native column needs that op's kernel on the device.
     """
     return [
         Impl(
-            "native", d2l_factory, backend="native", unavailable=native_unavailable_reason(device)
+            "native", d2l_factory, backend="native", unavailable=native_unavailable_reason(device, kernel_op)
         ),
         Impl("torch", torch_factory),
         Impl(

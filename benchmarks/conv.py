@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import torch
 
 import d2l_ext.functional as F
-from d2l_ext import _ops
 
 from .common import Case, Timing, standard_impls
 
@@ -129,9 +128,8 @@ def cases(device: str, quick: bool) -> list[Case]:
             device,
             python_timing=None if quick else PYTHON_TIMING,
             python_budget_s=PYTHON_BUDGET_S,
+            kernel_op="conv2d",
         )
-        if impls[0].unavailable is None and not _ops.has_kernel("conv2d", torch.device(device).type):
-            impls[0].unavailable = f"d2l_ext has no {torch.device(device).type} conv2d kernel yet"
         out.append(
             Case(
                 op="conv2d",

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 import d2l_ext.functional as F
-from d2l_ext import _ops, reference
+from d2l_ext import reference
 
 from .common import Case, Impl, Timing, standard_impls
 
@@ -136,11 +136,6 @@ def _cell(fn, kind: str, inputs: dict):
     return lambda: fn(x, h, *w)
 
 
-def _native_reason(device: str) -> str | None:
-    kind = torch.device(device).type
-    return None if _ops.has_kernel("rnn", kind) else f"d2l_ext has no {kind} rnn kernel"
-
-
 def cases(device: str, quick: bool) -> list[Case]:
     if device.startswith("cuda"):
         torch.backends.cudnn.allow_tf32 = False
@@ -154,9 +149,8 @@ def cases(device: str, quick: bool) -> list[Case]:
             device,
             python_timing=None if quick else PYTHON_TIMING,
             python_budget_s=PYTHON_BUDGET_S,
+            kernel_op="rnn",
         )
-        if impls[0].unavailable is None:
-            impls[0].unavailable = _native_reason(device)
         if layer.kind == "lstm" and layer.layers == 1:
             impls.append(Impl("scratch", functools.partial(_scratch, layer),
                               timing=None if quick else PYTHON_TIMING, budget_s=PYTHON_BUDGET_S))
@@ -171,10 +165,11 @@ def cases(device: str, quick: bool) -> list[Case]:
         ours = F.lstm_cell if kind == "lstm" else F.gru_cell
         theirs = torch.lstm_cell if kind == "lstm" else torch.gru_cell
         impls = standard_impls(
-            functools.partial(_cell, ours, kind), functools.partial(_cell, theirs, kind), device
+            functools.partial(_cell, ours, kind),
+            functools.partial(_cell, theirs, kind),
+            device,
+            kernel_op="rnn",
         )
-        if impls[0].unavailable is None:
-            impls[0].unavailable = _native_reason(device)
         out.append(Case(
             op=f"{kind}_cell", shape=f"B{batch} I{VOCAB} H{hidden}", device=device, dtype=torch.float32,
             make_inputs=_cell_inputs(kind, hidden, batch, device, 100 + seed), impls=impls, backward=True,
