@@ -1,0 +1,42 @@
+"""Datasets of the book as map-style ``torch.utils.data.Dataset`` objects.
+
+``d2l_ext.data.vision`` holds the image classification data (MNIST 5k, which needs no
+network, and Fashion-MNIST); its public API is re-exported here::
+
+    from d2l_ext.data import load_dataset
+    train, test = load_dataset("mnist5k", resize=32)   # items: (float32 (1, 32, 32), int)
+"""
+
+from __future__ import annotations
+
+from .vision import (
+    DATASETS,
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_FILES,
+    FASHION_MNIST_MD5,
+    FASHION_MNIST_URL,
+    MNIST_CLASSES,
+    ImageDataset,
+    default_data_root,
+    load_dataset,
+    load_fashion_mnist,
+    load_mnist5k,
+    mnist5k_path,
+    read_idx,
+)
+
+__all__ = [
+    "DATASETS",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_FILES",
+    "FASHION_MNIST_MD5",
+    "FASHION_MNIST_URL",
+    "MNIST_CLASSES",
+    "ImageDataset",
+    "default_data_root",
+    "load_dataset",
+    "load_fashion_mnist",
+    "load_mnist5k",
+    "mnist5k_path",
+    "read_idx",
+]
