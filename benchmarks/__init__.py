@@ -18,6 +18,7 @@ OPS: tuple[str, ...] = (
     "pooling",
     "conv",
     "rnn",
+    "models",
 )
 
 

@@ -1,10 +1,11 @@
 """The ``d2l-ext`` command.
 
 ``d2l-ext info``   how the library was built and which backend runs.
-``d2l-ext check``  the main offline job until the training CLI lands: every op
-                   against torch's native op (max error of values and
-                   gradients) and a short timing of native vs torch vs the
-                   Python fallback, printed as a table.
+``d2l-ext train``  train one of the book's networks (see ``d2l_ext.train``):
+                   ``d2l-ext train lenet_relu`` on the offline MNIST digits.
+``d2l-ext check``  every op against torch's native op (max error of values
+                   and gradients) and a short timing of native vs torch vs
+                   the Python fallback, printed as a table.
 """
 
 from __future__ import annotations
@@ -228,6 +229,11 @@ def info() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # its own parser: d2l-ext train --help
+        from . import train
+
+        return train.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="d2l-ext", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -236,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     p_check.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p_check.add_argument("--quick", action="store_true", help="shorter timings")
     sub.add_parser("info", help="build and backend information")
+    sub.add_parser("train", help="train one of the book's networks (d2l-ext train --help)")
     args = parser.parse_args(argv)
     if args.command == "check":
         return check(args.device, args.quick)

@@ -103,8 +103,15 @@ class ModelSpec:
 VISION_MODELS: dict[str, ModelSpec] = {
     "softmax_regression": ModelSpec(softmax_regression, image_size=28, lr=0.1, epochs=10, batch_size=256),
     "mlp": ModelSpec(mlp, image_size=28, lr=0.1, epochs=10, batch_size=256),
-    "lenet": ModelSpec(lenet, image_size=28, lr=0.1, epochs=10, batch_size=128),
-    "lenet_relu": ModelSpec(lenet_relu, image_size=28, lr=0.1, epochs=10, batch_size=128),
+    # The sigmoid LeNet sits at chance for ~3,000 SGD steps before it learns (torch.nn's
+    # layers do the same): the older edition's lr 0.9, small batches and more epochs.
+    "lenet": ModelSpec(lenet, image_size=28, lr=0.9, epochs=40, batch_size=32),
+    # Not the book's recipe: 4,000 digits are too few for plain SGD to reach 97 % in 10
+    # epochs (measured 95.4 % with lr 0.1, batch 128); momentum, a cosine schedule and
+    # 2-pixel shifts reach 97.3-97.6 % over seeds 1-3 (README, "Training").
+    "lenet_relu": ModelSpec(
+        lenet_relu, image_size=28, lr=0.02, epochs=10, batch_size=32, momentum=0.9, schedule="cosine", shift=2
+    ),
     "lenet_bn": ModelSpec(lenet_bn, image_size=28, lr=0.1, epochs=10, batch_size=128),
     "alexnet": ModelSpec(alexnet, image_size=224, lr=0.01, epochs=10, batch_size=128),
     "vgg11": ModelSpec(vgg11, image_size=224, lr=0.01, epochs=10, batch_size=128),
