@@ -261,6 +261,11 @@ CASES = {
     "resnet_stem": Case((2, 3, 32, 32), (64, 3, 7, 7), True, dict(stride=2, padding=3)),
     "resnet_1x1_downsample": Case((2, 64, 8, 8), (128, 64, 1, 1), True, dict(stride=2)),
     "nin_1x1": Case((2, 96, 6, 6), (96, 96, 1, 1), True, {}),
+    # the CPU's direct kernel (stride 1, <= 16 output channels): 7 taps a row (5 + 1 + 1),
+    # rows of 16 + 16 + 8 outputs, 12 channels in a 16-channel block; 3 taps, asymmetric padding
+    "direct_k7_wide": Case((2, 3, 9, 40), (12, 3, 7, 7), True, dict(padding=3)),
+    "direct_k3_5_channels": Case((3, 4, 6, 19), (5, 4, 3, 3), True, dict(padding=(0, 2))),
+    "direct_16_channels_in_and_out": Case((2, 16, 7, 17), (16, 16, 5, 2), False, dict(padding=(2, 1))),
 }
 
 
@@ -1146,3 +1151,26 @@ def test_float64_budget_is_tight_enough_to_see_a_float32_step():
     with pytest.raises(AssertionError):
         assert_close(sloppy, ref, dtype=torch.float64, terms=terms, magnitude=mag)
     assert tolerances(torch.float64, terms) * mag < 1e-10
+
+
+@pytest.mark.parametrize("choice", ["avx2", "off"])
+def test_cpu_direct_kernel_copies(choice):
+    """The CPU's direct kernel has an AVX-512 and an AVX2 copy; the tests above run
+    the one this CPU picks. Run the stride-1 cases again with the other copy (and
+    with the kernel off: im2col + GEMM) in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    if not d2l_ext.native_available():
+        pytest.skip("needs the compiled library")
+    cases = [k for k, c in CASES.items() if "stride" not in c.kwargs and "groups" not in c.kwargs]
+    assert {"lenet_conv1", "lenet_conv2", "direct_k7_wide"} <= set(cases)
+    env = {**os.environ, "D2L_EXT_DIRECT_CONV": choice}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+         *[f"{__file__}::test_conv2d_matches_torch[native-{k}-float32-cpu]" for k in cases]],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert f"{len(cases)} passed" in result.stdout, result.stdout[-1000:]

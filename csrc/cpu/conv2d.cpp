@@ -17,6 +17,13 @@
 //     accumulator per thread (no two threads write the same memory), then
 //     summed;
 //   * bias gradient: grad_output summed over N, OH, OW.
+//
+// Float32 layers with stride 1 and at most 16 output channels (LeNet's, the
+// 5x5 branches of GoogLeNet) take a direct kernel instead (conv2d_direct.h):
+// im2col's copy and a 6- or 16-row GEMM cost more there than the arithmetic.
+// Its forward also computes the input gradient (a convolution of grad_output
+// with the rotated weights) when the input has at most 16 channels, and it has
+// its own weight gradient.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -24,14 +31,107 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <string>
 #include <tuple>
+
+#include <vector>
 
 #include "../conv2d.h"
 
 namespace d2l_ext {
+namespace direct {
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx2,fma")
+#define D2L_DIRECT_NS avx512
+#define D2L_DIRECT_MAX_OB 16
+#define D2L_DIRECT_WOB 4
+#include "conv2d_direct.h"
+#undef D2L_DIRECT_WOB
+#undef D2L_DIRECT_MAX_OB
+#undef D2L_DIRECT_NS
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define D2L_DIRECT_NS avx2
+#define D2L_DIRECT_MAX_OB 8
+#define D2L_DIRECT_WOB 1
+#include "conv2d_direct.h"
+#undef D2L_DIRECT_WOB
+#undef D2L_DIRECT_MAX_OB
+#undef D2L_DIRECT_NS
+#pragma GCC pop_options
+
+using ImageFn = void (*)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
+                         int64_t, int64_t, int64_t, const float*, float*, int64_t, int64_t, std::vector<float>&);
+using WeightFn = void (*)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                          const float*, int64_t, int64_t, int64_t, int64_t, float*, std::vector<float>&,
+                          std::vector<float>&);
+
+// The best copy this CPU runs (fn == nullptr: neither; im2col + GEMM then),
+// how many output channels its forward keeps in registers at most, and its
+// weight gradient's output channels per block.
+struct Kernel {
+  ImageFn fn = nullptr;
+  int64_t max_ob = 0;
+  WeightFn weight = nullptr;
+  int64_t weight_ob = 0;
+};
+
+// D2L_EXT_DIRECT_CONV=off turns the direct kernel off, =avx2 picks the AVX2
+// copy on an AVX-512 CPU (the tests run both copies on one machine).
+inline Kernel kernel() {
+  static const Kernel k = [] {
+    __builtin_cpu_init();
+    const char* env = std::getenv("D2L_EXT_DIRECT_CONV");
+    const std::string choice = env ? env : "";
+    if (choice == "off") return Kernel{};
+    if (choice != "avx2" && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) {
+      return Kernel{&avx512::image, 16, &avx512::weight_image, 4};
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      return Kernel{&avx2::image, 4, &avx2::weight_image, 1};
+    }
+    return Kernel{};
+  }();
+  return k;
+}
+
+// Output channels per register block: the smallest of 4, 8, 16 holding all of
+// them, capped by what the CPU's copy keeps in registers.
+inline int64_t block_channels(int64_t out_channels, int64_t max_ob) {
+  const int64_t ob = out_channels <= 4 ? 4 : out_channels <= 8 ? 8 : 16;
+  return std::min(ob, max_ob);
+}
+
+// Weights packed for the kernel: wt[((c * kh + ky) * kw + kx) * Opad + o], the
+// output channels zero-padded to Opad. With flip, the packing of the input
+// gradient's convolution: channels swapped and the window rotated by 180
+// degrees (w'[c][o][ky][kx] = w[o][c][kh - 1 - ky][kw - 1 - kx]).
+inline at::Tensor pack_weights(const at::Tensor& w, int64_t Opad, bool flip) {
+  at::Tensor v = flip ? w.flip({2, 3}) : w.transpose(0, 1);  // (Cin', Cout', kh, kw)
+  v = v.permute({0, 2, 3, 1});                                // (Cin', kh, kw, Cout')
+  const int64_t cout = v.size(3);
+  at::Tensor packed = at::zeros({v.size(0), v.size(1), v.size(2), Opad}, w.options());
+  packed.narrow(3, 0, cout).copy_(v);
+  return packed;
+}
+
+}  // namespace direct
+
 namespace {
+
+// The direct kernel takes float32 stride-1, dilation-1, ungrouped convolutions
+// with at most 16 output channels (more make a GEMM worth its im2col copy) and
+// at most 512 taps per output.
+bool direct_fits(const ConvGeometry& g, const at::Tensor& input, int64_t out_channels) {
+  return input.scalar_type() == at::kFloat && g.groups == 1 && g.sh == 1 && g.sw == 1 && g.dh == 1 &&
+         g.dw == 1 && out_channels <= 16 && g.K() <= 512 && direct::kernel().fn != nullptr;
+}
 
 // at::parallel_for's worker threads do not inherit the caller's
 // below-autograd dispatch state, so each task sets it again before its at::mm
@@ -169,7 +269,23 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_, const
   at::Tensor out = at::empty({g.N, g.O, g.OH, g.OW}, input.options());
   const int64_t nb = block_images(g, input.element_size());
   const int64_t blocks = (g.N + nb - 1) / nb;
-  if (g.N > 0) {
+  if (g.N > 0 && direct_fits(g, input, g.O)) {
+    const direct::Kernel k = direct::kernel();
+    const int64_t ob = direct::block_channels(g.O, k.max_ob);
+    const int64_t Opad = (g.O + ob - 1) / ob * ob;
+    const at::Tensor wt = direct::pack_weights(weight_.contiguous(), Opad, false);
+    at::Tensor b = at::zeros({Opad}, input.options());
+    if (has_bias) b.narrow(0, 0, g.O).copy_(bias);
+    const float* x = input.const_data_ptr<float>();
+    float* y = out.data_ptr<float>();
+    at::parallel_for(0, g.N, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> scratch;
+      for (int64_t n = begin; n < end; ++n) {
+        k.fn(x + n * g.C * g.H * g.W, g.C, g.H, g.W, g.ph, g.pw, g.kh, g.kw, wt.const_data_ptr<float>(), g.O, Opad,
+             ob, b.const_data_ptr<float>(), y + n * g.O * g.L(), g.OH, g.OW, scratch);
+      }
+    });
+  } else if (g.N > 0) {
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "d2l_ext_conv2d_cpu", [&] {
       at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
         const BelowAutograd below;
@@ -215,7 +331,54 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
   if (output_mask[1]) grad_weight = at::zeros({g.O, g.K()}, weight.options());
   const int64_t nb = block_images(g, input.element_size());
   const int64_t blocks = (g.N + nb - 1) / nb;
-  if (output_mask[0]) grad_input = at::zeros_like(input);
+  // The input gradient is the convolution of grad_output, padded by (kh - 1 -
+  // ph, kw - 1 - pw), with the channel-swapped, rotated weights: the direct
+  // kernel's job when the input has few channels.
+  const bool direct_input = output_mask[0] && g.N > 0 && direct_fits(g, input, g.C) && g.ph < g.kh &&
+                            g.pw < g.kw;
+  if (direct_input) {
+    const direct::Kernel k = direct::kernel();
+    const int64_t ob = direct::block_channels(g.C, k.max_ob);
+    const int64_t Cpad = (g.C + ob - 1) / ob * ob;
+    const at::Tensor wt = direct::pack_weights(weight_.contiguous(), Cpad, true);
+    const at::Tensor zero_bias = at::zeros({Cpad}, input.options());
+    grad_input = at::empty_like(input, at::MemoryFormat::Contiguous);
+    const float* dy = gy.const_data_ptr<float>();
+    float* dx = grad_input.data_ptr<float>();
+    at::parallel_for(0, g.N, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> scratch;
+      for (int64_t n = begin; n < end; ++n) {
+        k.fn(dy + n * g.O * g.L(), g.O, g.OH, g.OW, g.kh - 1 - g.ph, g.kw - 1 - g.pw, g.kh, g.kw,
+             wt.const_data_ptr<float>(), g.C, Cpad, ob, zero_bias.const_data_ptr<float>(), dx + n * g.C * g.H * g.W,
+             g.H, g.W, scratch);
+      }
+    });
+    output_mask[0] = false;  // done; what is left below is the weight gradient
+  } else if (output_mask[0]) {
+    grad_input = at::zeros_like(input);
+  }
+  if (output_mask[1] && !output_mask[0] && g.N > 0 && direct_fits(g, input, g.O)) {
+    // Per thread, vectors of 16 partial sums for every (tap, output channel);
+    // summed over threads and lanes at the end.
+    const direct::Kernel k = direct::kernel();
+    const int64_t Opad = (g.O + k.weight_ob - 1) / k.weight_ob * k.weight_ob;
+    const int64_t per_thread = g.K() * Opad * 16;
+    const int64_t threads = at::get_num_threads();
+    at::Tensor partial = at::zeros({threads, g.Cg(), g.kh, g.kw, Opad, 16}, input.options());
+    const float* x = input.const_data_ptr<float>();
+    const float* dy = gy.const_data_ptr<float>();
+    at::parallel_for(0, g.N, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> scratch, gscratch;
+      float* acc = partial.data_ptr<float>() + at::get_thread_num() * per_thread;
+      for (int64_t n = begin; n < end; ++n) {
+        k.weight(x + n * g.C * g.H * g.W, g.C, g.H, g.W, g.ph, g.pw, g.kh, g.kw, dy + n * g.O * g.L(), g.O, Opad,
+                 g.OH, g.OW, acc, scratch, gscratch);
+      }
+    });
+    // (C, kh, kw, Opad) -> (O, C, kh, kw)
+    grad_weight = partial.sum({0, 5}).narrow(3, 0, g.O).permute({3, 0, 1, 2}).contiguous().view({g.O, g.K()});
+    output_mask[1] = false;
+  }
   if (g.N > 0 && (output_mask[0] || output_mask[1])) {
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "d2l_ext_conv2d_backward_cpu", [&] {
       // One weight-gradient accumulator per thread: at::parallel_for runs each
