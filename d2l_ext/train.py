@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from . import _backend
 from .convert import to_torch
@@ -175,28 +175,56 @@ def build_model(cfg: TrainConfig, in_channels: int, num_classes: int) -> torch.n
     return to_torch(model) if cfg.backend == "torch" else model
 
 
+class Batches(Dataset):
+    """Whole batches of an in-memory image set: ``batches[indices]`` is (images
+    float32 (B, C, H, W) in [0, 1], labels int64 (B,)) — the same numbers as
+    stacking ``ImageDataset`` items, in one indexing call instead of B Python
+    calls. Used with a ``BatchSampler`` and ``batch_size=None``; pickles, so
+    ``num_workers > 0`` works with any start method."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+        self.images, self.targets = images, targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[idx].to(torch.float32).div_(255.0), self.targets[idx]
+
+
+def _fixed_subset(data: Batches, n: int | None) -> Batches:
+    """``n`` examples drawn by a fixed permutation (the files are sorted by class,
+    so the first ``n`` would be one class), the same whatever ``--seed``."""
+    if n is None:
+        return data
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[: min(n, len(data))]
+    return Batches(data.images[order], data.targets[order])
+
+
 def _loaders(cfg: TrainConfig, d: _Dist) -> tuple[DataLoader, DataLoader, int, int, DistributedSampler]:
     # Images are resized a batch at a time in the loop (one interpolate call), not per item.
     train_set, test_set = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download)
     in_channels, num_classes = train_set.images.shape[1], len(train_set.classes)
-    if cfg.limit_train is not None:
-        train_set = _first_of_fixed_shuffle(train_set, cfg.limit_train)
-    if cfg.limit_test is not None:
-        test_set = _first_of_fixed_shuffle(test_set, cfg.limit_test)
+    train_data = _fixed_subset(Batches(train_set.images, train_set.targets), cfg.limit_train)
+    test_data = _fixed_subset(Batches(test_set.images, test_set.targets), cfg.limit_test)
     if cfg.batch_size % d.world:
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {d.world} processes")
     # The sampler's permutation depends only on (seed, epoch): resuming and
-    # changing the process count give the same global batches.
-    sampler = DistributedSampler(train_set, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed)
+    # changing the process count give the same global batches; process r takes
+    # positions r, r + W, ... of the permutation, so the union of the processes'
+    # i-th batches of batch_size / W is the single-process i-th batch.
+    sampler = DistributedSampler(train_data, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed)
     extra: dict[str, Any] = {}
     if cfg.num_workers > 0:
-        # "spawn" works on every platform (the datasets pickle); workers persist across epochs.
+        # "spawn" works on every platform (the data pickles); workers persist across epochs.
         extra = {"multiprocessing_context": "spawn", "persistent_workers": True}
-    train = DataLoader(
-        train_set, batch_size=cfg.batch_size // d.world, sampler=sampler, num_workers=cfg.num_workers, **extra
-    )
-    shard = Subset(test_set, range(d.rank, len(test_set), d.world))  # each process scores its share
-    test = DataLoader(shard, batch_size=256, num_workers=cfg.num_workers, **extra)
+    per_process = cfg.batch_size // d.world
+    batches = BatchSampler(sampler, per_process, drop_last=False)
+    train = DataLoader(train_data, batch_size=None, sampler=batches, num_workers=cfg.num_workers, **extra)
+    shard = list(range(d.rank, len(test_data), d.world))  # each process scores its share
+    test = DataLoader(test_data, batch_size=None, sampler=BatchSampler(shard, 256, drop_last=False),
+                      num_workers=cfg.num_workers, **extra)
     return train, test, in_channels, num_classes, sampler
 
 
@@ -230,13 +258,6 @@ def random_shift(x: torch.Tensor, pixels: int) -> torch.Tensor:
     cols = torch.arange(w, device=x.device) + dx  # (N, W)
     batch = torch.arange(n, device=x.device)[:, None, None]
     return padded[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
-
-
-def _first_of_fixed_shuffle(dataset, n: int) -> Subset:
-    """``n`` examples drawn by a fixed permutation (the files are sorted by class,
-    so the first ``n`` would be one class), the same whatever ``--seed``."""
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
-    return Subset(dataset, order[: min(n, len(dataset))].tolist())
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -274,14 +295,12 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _progress(loader: DataLoader, cfg: TrainConfig, d: _Dist, desc: str):
+def _progress(total: int, cfg: TrainConfig, d: _Dist, desc: str):
     if not (cfg.progress and d.main):
         return None
     from tqdm import tqdm
 
-    return tqdm(
-        total=len(loader.sampler) * d.world, desc=desc, unit="ex", dynamic_ncols=True, mininterval=0.5
-    )
+    return tqdm(total=total, desc=desc, unit="ex", dynamic_ncols=True, mininterval=0.5)
 
 
 def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, d: _Dist, size: int) -> float:
@@ -359,7 +378,7 @@ def train(cfg: TrainConfig) -> dict:
     for epoch in range(start_epoch, end):
         sampler.set_epoch(epoch)
         net.train()
-        bar = _progress(train_loader, cfg, d, f"epoch {epoch + 1}/{cfg.epochs}")
+        bar = _progress(len(sampler.dataset), cfg, d, f"epoch {epoch + 1}/{cfg.epochs}")
         loss_sum = correct = seen = 0.0
         t0 = time.perf_counter()
         for x, y in train_loader:
