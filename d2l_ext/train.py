@@ -251,13 +251,17 @@ def random_shift(x: torch.Tensor, pixels: int) -> torch.Tensor:
     (the background). Draws from torch's global RNG, so a resumed run repeats it."""
     if pixels == 0:
         return x
-    n, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pixels,) * 4).permute(0, 2, 3, 1)  # (N, H + 2p, W + 2p, C)
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pixels,) * 4)  # (N, C, H + 2p, W + 2p)
     dy, dx = torch.randint(0, 2 * pixels + 1, (2, n, 1)).to(x.device)
     rows = torch.arange(h, device=x.device) + dy  # (N, H)
     cols = torch.arange(w, device=x.device) + dx  # (N, W)
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    return padded[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    # Indexed straight into (N, C, H, W) with standard strides: a permuted result of
+    # one channel would pass for channels-last and send the convolutions down their
+    # layout-converting paths.
+    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def _atomic_write(path: Path, write) -> None:
