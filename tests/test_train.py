@@ -158,3 +158,38 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
     for h1, h2 in zip(m1["history"], m2["history"]):
         assert h1["train_loss"] == pytest.approx(h2["train_loss"], rel=1e-4)
+
+
+def test_resize_batch_is_the_datasets_per_item_resize():
+    from d2l_ext.data import ImageDataset
+
+    images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    resized = ImageDataset(images, torch.arange(3), resize=96)
+    batch = train.resize_batch(images.float() / 255, 96)
+    assert batch.shape == (3, 1, 96, 96)
+    for i in range(3):
+        torch.testing.assert_close(batch[i], resized[i][0], rtol=0, atol=1e-6)  # same maths, float32
+    same = images.float() / 255
+    assert train.resize_batch(same, 28) is same  # already the model's size: untouched
+
+
+def _span(d: int, n: int = 28) -> tuple[slice, slice]:
+    """(source, destination) slices of a move by d pixels along an axis of n."""
+    return (slice(0, n - d), slice(d, n)) if d >= 0 else (slice(-d, n), slice(0, n + d))
+
+
+def test_random_shift_moves_whole_images_with_standard_strides():
+    x = torch.rand(5, 1, 28, 28)
+    torch.manual_seed(0)
+    y = train.random_shift(x, 2)
+    assert y.shape == x.shape and y.stride() == (784, 784, 28, 1)  # not mistaken for channels-last
+    for i in range(5):  # each image is x[i] moved by (dy, dx) in [-2, 2]^2, zeros shifted in
+        found = False
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                moved = torch.zeros(28, 28)
+                (ys, yd), (xs, xd) = _span(dy), _span(dx)
+                moved[yd, xd] = x[i, 0][ys, xs]
+                found |= torch.equal(moved, y[i, 0])
+        assert found, i
+    assert train.random_shift(x, 0) is x
