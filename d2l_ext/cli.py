@@ -3,6 +3,7 @@
 ``d2l-ext info``   how the library was built and which backend runs.
 ``d2l-ext train``  train one of the book's networks (see ``d2l_ext.train``):
                    ``d2l-ext train lenet_relu`` on the offline MNIST digits.
+``d2l-ext train-lm`` the book's RNN/GRU/LSTM language model on The Time Machine.
 ``d2l-ext check``  every op against torch's native op (max error of values
                    and gradients) and a short timing of native vs torch vs
                    the Python fallback, printed as a table.
@@ -234,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import train
 
         return train.main(argv[1:])
+    if argv[:1] == ["train-lm"]:
+        from . import train_lm
+
+        return train_lm.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="d2l-ext", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -243,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     p_check.add_argument("--quick", action="store_true", help="shorter timings")
     sub.add_parser("info", help="build and backend information")
     sub.add_parser("train", help="train one of the book's networks (d2l-ext train --help)")
+    sub.add_parser("train-lm", help="train the book's RNN language model (d2l-ext train-lm --help)")
     args = parser.parse_args(argv)
     if args.command == "check":
         return check(args.device, args.quick)

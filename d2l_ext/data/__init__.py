@@ -5,10 +5,31 @@ network, and Fashion-MNIST); its public API is re-exported here::
 
     from d2l_ext.data import load_dataset
     train, test = load_dataset("mnist5k", resize=32)   # items: (float32 (1, 32, 32), int)
+
+``d2l_ext.data.text`` holds the text pipeline (*The Time Machine*, ``Vocab``, the two sequence
+samplers); its public API is re-exported here too::
+
+    from d2l_ext.data import load_data_time_machine
+    loader, vocab = load_data_time_machine(32, 35)   # batches: int64 (32, 35) X and Y
 """
 
 from __future__ import annotations
 
+from .text import (
+    TIME_MACHINE_ENV,
+    TIME_MACHINE_SHA1,
+    TIME_MACHINE_URL,
+    SeqDataLoader,
+    Vocab,
+    load_corpus_time_machine,
+    load_data_time_machine,
+    preprocess,
+    read_time_machine,
+    seq_data_iter_random,
+    seq_data_iter_sequential,
+    time_machine_path,
+    tokenize,
+)
 from .vision import (
     DATASETS,
     FASHION_MNIST_CLASSES,
@@ -39,4 +60,17 @@ __all__ = [
     "load_mnist5k",
     "mnist5k_path",
     "read_idx",
+    "TIME_MACHINE_ENV",
+    "TIME_MACHINE_SHA1",
+    "TIME_MACHINE_URL",
+    "SeqDataLoader",
+    "Vocab",
+    "load_corpus_time_machine",
+    "load_data_time_machine",
+    "preprocess",
+    "read_time_machine",
+    "seq_data_iter_random",
+    "seq_data_iter_sequential",
+    "time_machine_path",
+    "tokenize",
 ]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .rnnlm import RNNLM
 from .vision import (
     VGG11_ARCH,
     DenseBlock,
@@ -47,6 +48,7 @@ from .vision import (
 )
 
 __all__ = [
+    "RNNLM",
     "VGG11_ARCH",
     "VISION_MODELS",
     "DenseBlock",
