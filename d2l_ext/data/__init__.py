@@ -30,6 +30,17 @@ from .text import (
     time_machine_path,
     tokenize,
 )
+from .translation import (
+    FRA_ENG_URL,
+    NMT_RESERVED_TOKENS,
+    build_array_nmt,
+    fra_eng_path,
+    load_data_nmt,
+    preprocess_nmt,
+    read_data_nmt,
+    tokenize_nmt,
+    truncate_pad,
+)
 from .vision import (
     DATASETS,
     FASHION_MNIST_CLASSES,
@@ -73,4 +84,13 @@ __all__ = [
     "seq_data_iter_sequential",
     "time_machine_path",
     "tokenize",
+    "FRA_ENG_URL",
+    "NMT_RESERVED_TOKENS",
+    "build_array_nmt",
+    "fra_eng_path",
+    "load_data_nmt",
+    "preprocess_nmt",
+    "read_data_nmt",
+    "tokenize_nmt",
+    "truncate_pad",
 ]

@@ -22,6 +22,21 @@ import torch
 from torch import nn
 
 from .rnnlm import RNNLM
+from .seq2seq import (
+    AdditiveAttention,
+    DotProductAttention,
+    EncoderDecoder,
+    MaskedSoftmaxCELoss,
+    Seq2SeqAttentionDecoder,
+    Seq2SeqDecoder,
+    Seq2SeqEncoder,
+    bleu,
+    masked_softmax,
+    predict_seq2seq,
+    seq2seq_xavier_init,
+    sequence_mask,
+    train_seq2seq,
+)
 from .vision import (
     VGG11_ARCH,
     DenseBlock,
@@ -49,6 +64,19 @@ from .vision import (
 
 __all__ = [
     "RNNLM",
+    "AdditiveAttention",
+    "DotProductAttention",
+    "EncoderDecoder",
+    "MaskedSoftmaxCELoss",
+    "Seq2SeqAttentionDecoder",
+    "Seq2SeqDecoder",
+    "Seq2SeqEncoder",
+    "bleu",
+    "masked_softmax",
+    "predict_seq2seq",
+    "seq2seq_xavier_init",
+    "sequence_mask",
+    "train_seq2seq",
     "VGG11_ARCH",
     "VISION_MODELS",
     "DenseBlock",
