@@ -538,6 +538,13 @@ def _check_conv_args(op: str, x: Tensor, weight: Tensor, bias: Tensor | None, gr
         )
     if groups <= 0:
         raise RuntimeError(f"{op}: non-positive groups is not supported (groups={groups})")
+    if any(k <= 0 for k in weight.shape[2:]):
+        raise RuntimeError(f"{op}: kernel size should be greater than zero, but got {list(weight.shape[2:])}")
+    if x.shape[0] > 0 and x.shape[1] > 0 and any(s == 0 for s in x.shape[2:]):
+        raise RuntimeError(
+            f"{op}: Only zero batch or zero channel inputs are supported, but got input shape: "
+            f"{list(x.shape)}"
+        )
     if weight.shape[0] < groups:
         raise RuntimeError(
             f"Given groups={groups}, expected weight to be at least {groups} at dimension 0, but got "
