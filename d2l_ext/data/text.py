@@ -24,8 +24,6 @@ import hashlib
 import operator
 import os
 import re
-import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,6 +33,7 @@ from typing import Any, Union
 import torch
 
 from .vision import default_data_root
+from .vision import download as fetch  # `download` is a parameter name in this module
 
 __all__ = [
     "TIME_MACHINE_ENV",
@@ -117,39 +116,6 @@ def _sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download(url: str, dest: Path, sha1: str, timeout: float = DOWNLOAD_TIMEOUT) -> None:
-    """Fetch ``url`` into ``dest`` atomically (temporary file in the same folder + ``os.replace``).
-
-    Every network read may block at most ``timeout`` seconds and the whole file at most
-    ``DOWNLOAD_DEADLINE``. On a SHA-1 mismatch the data is deleted and ``RuntimeError`` raised;
-    the temporary file never outlives the call.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha1(usedforsecurity=False)
-        deadline = time.monotonic() + DOWNLOAD_DEADLINE
-        request = urllib.request.Request(url, headers={"User-Agent": "d2l_ext"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
-            while True:
-                block = response.read(1 << 16)
-                if not block:
-                    break
-                digest.update(block)
-                out.write(block)
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"download took longer than {DOWNLOAD_DEADLINE:.0f} s")
-        if digest.hexdigest() != sha1:
-            raise RuntimeError(
-                f"checksum mismatch for {url}: SHA-1 {digest.hexdigest()}, expected {sha1}; "
-                "the corrupt download was deleted"
-            )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def time_machine_path(path: PathLike | None = None, download: bool = False) -> Path:
     """Path of *The Time Machine* (``timemachine.txt``), looked for in this order:
 
@@ -183,7 +149,7 @@ def time_machine_path(path: PathLike | None = None, download: bool = False) -> P
             f"To fix: {_advice()}"
         )
     try:
-        _download(TIME_MACHINE_URL, cache, TIME_MACHINE_SHA1)
+        fetch(TIME_MACHINE_URL, cache, TIME_MACHINE_SHA1, "sha1", DOWNLOAD_TIMEOUT, DOWNLOAD_DEADLINE)
     except RuntimeError as exc:
         raise RuntimeError(f"The Time Machine: {exc}") from exc
     except (OSError, urllib.error.URLError, TimeoutError, ValueError) as exc:

@@ -430,18 +430,30 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download(url: str, dest: Path, md5: str | None, timeout: float = DOWNLOAD_TIMEOUT) -> None:
-    """Fetch ``url`` into ``dest`` atomically (temporary file + ``os.replace``), checking ``md5``.
+_DIGEST_NAMES = {"md5": "MD5", "sha1": "SHA-1"}
 
-    Every network read may block at most ``timeout`` seconds and the whole file at most
-    ``DOWNLOAD_DEADLINE``. A checksum mismatch deletes the data and raises ``RuntimeError``.
+
+def download(
+    url: str,
+    dest: Path,
+    checksum: str | None,
+    algorithm: str = "md5",
+    timeout: float = DOWNLOAD_TIMEOUT,
+    deadline_s: float = DOWNLOAD_DEADLINE,
+) -> None:
+    """Fetch ``url`` into ``dest`` atomically (temporary file in the same folder +
+    ``os.replace``), checking its ``algorithm`` ("md5" or "sha1") digest against
+    ``checksum`` (None: unchecked). Every network read may block at most
+    ``timeout`` seconds and the whole file at most ``deadline_s``. A checksum
+    mismatch deletes the data and raises ``RuntimeError``; the temporary file
+    never outlives the call. Shared by the Fashion-MNIST and Time Machine loaders.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
-        digest = hashlib.md5(usedforsecurity=False)
-        deadline = time.monotonic() + DOWNLOAD_DEADLINE
+        digest = hashlib.new(algorithm, usedforsecurity=False)
+        deadline = time.monotonic() + deadline_s
         request = urllib.request.Request(url, headers={"User-Agent": "d2l_ext"})
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
             while True:
@@ -451,11 +463,11 @@ def _download(url: str, dest: Path, md5: str | None, timeout: float = DOWNLOAD_T
                 digest.update(block)
                 out.write(block)
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"download took longer than {DOWNLOAD_DEADLINE:.0f} s")
-        if md5 is not None and digest.hexdigest() != md5:
+                    raise TimeoutError(f"download took longer than {deadline_s:.0f} s")
+        if checksum is not None and digest.hexdigest() != checksum:
             raise RuntimeError(
-                f"checksum mismatch for {url}: MD5 {digest.hexdigest()}, expected {md5}; "
-                "the corrupt download was deleted"
+                f"checksum mismatch for {url}: {_DIGEST_NAMES.get(algorithm, algorithm)} "
+                f"{digest.hexdigest()}, expected {checksum}; the corrupt download was deleted"
             )
         os.replace(tmp, dest)
     finally:
@@ -470,7 +482,7 @@ def _download_fashion_mnist(root: Path) -> None:
         gz = f"{name}.gz"
         url = FASHION_MNIST_URL + gz
         try:
-            _download(url, root / gz, FASHION_MNIST_MD5.get(gz))
+            download(url, root / gz, FASHION_MNIST_MD5.get(gz))
         except RuntimeError as exc:
             raise RuntimeError(f"Fashion-MNIST: {exc}. {_OFFLINE_HINT}") from exc
         except (OSError, urllib.error.URLError, TimeoutError, ValueError) as exc:
