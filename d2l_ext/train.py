@@ -440,7 +440,8 @@ def _gather_rng(d: _Dist, device: torch.device) -> tuple[list, list | None]:
 
 def _metrics(cfg: TrainConfig, d: _Dist, device: torch.device, history: list[dict]) -> dict:
     last = history[-1] if history else {}
-    trained = history
+    seconds = sum(h["seconds"] for h in history)
+    examples = sum(h["examples_per_s"] * h["seconds"] for h in history)
     return {
         "config": dataclasses.asdict(cfg),
         "machine": _machine(cfg, d, device),
@@ -450,12 +451,8 @@ def _metrics(cfg: TrainConfig, d: _Dist, device: torch.device, history: list[dic
             "train_loss": last.get("train_loss", math.nan),
             "train_acc": last.get("train_acc", math.nan),
             "test_acc": last.get("test_acc", math.nan),
-            "train_seconds": sum(h["seconds"] for h in trained),
-            "examples_per_s": (
-                sum(h["examples_per_s"] * h["seconds"] for h in trained) / sum(h["seconds"] for h in trained)
-                if trained
-                else math.nan
-            ),
+            "train_seconds": seconds,
+            "examples_per_s": examples / seconds if seconds else math.nan,
         },
     }
 

@@ -32,7 +32,7 @@ from .convert import to_torch
 from .data.text import load_data_time_machine
 from .models import RNNLM
 from .nn import CrossEntropyLoss
-from .train import _atomic_write
+from .train import _atomic_write, _device, _Dist
 
 __all__ = ["LMConfig", "main", "perplexity", "train_lm"]
 
@@ -116,13 +116,7 @@ def _plot(history: list[dict], path: Path, title: str) -> None:
 def train_lm(cfg: LMConfig) -> dict:
     """Run (or resume) one language-model job; returns what ``metrics.json`` holds."""
     cfg = cfg.resolved()
-    device = torch.device(
-        "cuda"
-        if cfg.device == "auto" and torch.cuda.is_available()
-        else "cpu"
-        if cfg.device == "auto"
-        else cfg.device
-    )
+    device = _device(cfg.device, _Dist())  # "auto", and a clear error for a missing GPU, as `d2l-ext train`
     if cfg.backend != "torch":
         _backend.set_backend(cfg.backend)
     out = Path(cfg.out)
@@ -286,7 +280,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "d2l-ext train-lm") -> i
     cfg = LMConfig(**vars(build_parser(prog).parse_args(argv)))
     try:
         m = train_lm(cfg)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     f, c = m["final"], m["config"]

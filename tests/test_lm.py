@@ -70,53 +70,20 @@ def test_predict_is_deterministic():
         model.predict("", 5, vocab)
 
 
+# a small model on the small corpus: the options every training test here shares
+SMALL = ["--hidden", "32", "--max-tokens", "3000", "--batch-size", "8", "--num-steps", "10", "--no-progress"]
+
+
 def _run(tmp_path, corpus, *args, out="run"):
-    rc = train_lm.main(
-        [
-            "gru",
-            "--corpus",
-            str(corpus),
-            "--hidden",
-            "32",
-            "--max-tokens",
-            "3000",
-            "--batch-size",
-            "8",
-            "--num-steps",
-            "10",
-            "--no-progress",
-            "--no-plot",
-            "--out",
-            str(tmp_path / out),
-            *args,
-        ]
-    )
+    argv = ["gru", "--corpus", str(corpus), *SMALL, "--no-plot", "--out", str(tmp_path / out), *args]
+    rc = train_lm.main(argv)
     m = tmp_path / out / "metrics.json"
     return rc, json.loads(m.read_text()) if m.exists() else {}
 
 
 def test_training_lowers_perplexity_and_writes_files(tmp_path, corpus, capsys):
-    rc = cli.main(
-        [
-            "train-lm",
-            "lstm",
-            "--corpus",
-            str(corpus),
-            "--hidden",
-            "32",
-            "--max-tokens",
-            "3000",
-            "--batch-size",
-            "8",
-            "--num-steps",
-            "10",
-            "--epochs",
-            "15",
-            "--no-progress",
-            "--out",
-            str(tmp_path / "run"),
-        ]
-    )
+    rc = cli.main(["train-lm", "lstm", "--corpus", str(corpus), *SMALL, "--epochs", "15",
+                   "--out", str(tmp_path / "run")])
     assert rc == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert "training perplexity" in last and "tokens/s" in last

@@ -108,7 +108,7 @@ inline int64_t block_channels(int64_t out_channels, int64_t max_ob) {
   return std::min(ob, max_ob);
 }
 
-// Weights packed for the kernel: wt[((c * kh + ky) * kw + kx) * Opad + o], the
+// Weights (any strides) packed for the kernel: wt[((c * kh + ky) * kw + kx) * Opad + o], the
 // output channels zero-padded to Opad. With flip, the packing of the input
 // gradient's convolution: channels swapped and the window rotated by 180
 // degrees (w'[c][o][ky][kx] = w[o][c][kh - 1 - ky][kw - 1 - kx]).
@@ -273,7 +273,7 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_, const
     const direct::Kernel k = direct::kernel();
     const int64_t ob = direct::block_channels(g.O, k.max_ob);
     const int64_t Opad = (g.O + ob - 1) / ob * ob;
-    const at::Tensor wt = direct::pack_weights(weight_.contiguous(), Opad, false);
+    const at::Tensor wt = direct::pack_weights(weight_, Opad, false);
     at::Tensor b = at::zeros({Opad}, input.options());
     if (has_bias) b.narrow(0, 0, g.O).copy_(bias);
     const float* x = input.const_data_ptr<float>();
@@ -340,7 +340,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     const direct::Kernel k = direct::kernel();
     const int64_t ob = direct::block_channels(g.C, k.max_ob);
     const int64_t Cpad = (g.C + ob - 1) / ob * ob;
-    const at::Tensor wt = direct::pack_weights(weight_.contiguous(), Cpad, true);
+    const at::Tensor wt = direct::pack_weights(weight_, Cpad, true);
     const at::Tensor zero_bias = at::zeros({Cpad}, input.options());
     grad_input = at::empty_like(input, at::MemoryFormat::Contiguous);
     const float* dy = gy.const_data_ptr<float>();
