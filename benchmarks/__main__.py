@@ -3,7 +3,13 @@
 Runs the chosen op benchmarks (default: every one in ``benchmarks.OPS``) on the
 chosen devices, prints one table per op and device and writes
 ``<out>/<op>-<device-tag>.json`` and ``.md`` (``-quick`` is added to the name
-with ``--quick``, so a smoke test never overwrites real numbers).
+with ``--quick``, so a smoke test never overwrites real numbers). Then, for each
+device it ran on, it writes the summary of every op's latest results there
+(:mod:`benchmarks.report`): ``<out>/summary-<device-tag>[-quick].{md,json,png}``.
+
+``python -m benchmarks --report-only [--device-tag TAG] [--quick]`` only writes
+the summaries, from the result files already in ``--out``. ``d2l-ext bench``
+is the same command.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ from . import OPS, load
 from .common import (
     QUICK_TIMING,
     cpu_snapshot,
+    device_tag,
     machine_info,
     others_cpu_share,
     run_cases,
     write_reports,
 )
+from .report import build_summaries
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -40,9 +48,9 @@ def _devices(choice: str) -> list[str]:
     return [choice]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks",
+        prog=prog,
         description="Time d2l_ext's ops against torch's and the Python fallback.",
     )
     parser.add_argument(
@@ -66,18 +74,35 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds each timing runs at least (default 1.0; a GPU is steady at 0.3)",
     )
     parser.add_argument("--list", action="store_true", help="list the registered benchmarks")
+    parser.add_argument(
+        "--report-only", action="store_true",
+        help="run nothing: write summary-<tag>.{md,json,png} from the result files in --out "
+        "(with --quick: summary-<tag>-quick.* from the -quick files)",
+    )
+    parser.add_argument(
+        "--device-tag", action="append", metavar="TAG",
+        help="with --report-only: the device tag(s) to summarise, e.g. cpu or nvidia-h200 "
+        "(default: every tag that has results)",
+    )
     args = parser.parse_args(argv)
 
     if args.list:
         print("\n".join(OPS))
         return 0
+    if args.report_only:
+        if args.ops:
+            parser.error("--report-only summarises every op's results; it takes no op names")
+        return build_summaries(args.out, args.device_tag, quick=args.quick)
+    if args.device_tag:
+        parser.error("--device-tag goes with --report-only (a run summarises the devices it ran on)")
     unknown = [op for op in args.ops if op not in OPS]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; registered: {', '.join(OPS)}")
     ops = args.ops or list(OPS)
 
     start = time.perf_counter()
-    for device in _devices(args.device):
+    devices = _devices(args.device)
+    for device in devices:
         for op in ops:
             module = load(op)
             cases = module.cases(device, args.quick)
@@ -108,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"  {op} on {device}: {elapsed:.1f} s", flush=True)
     print(f"total {time.perf_counter() - start:.1f} s")
-    return 0
+    return build_summaries(args.out, [device_tag(d) for d in devices], quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@
 ``d2l-ext check``  every op against torch's native op (max error of values
                    and gradients) and a short timing of native vs torch vs
                    the Python fallback, printed as a table.
+``d2l-ext bench``  the full benchmarks and their summary: ``python -m benchmarks``
+                   (``d2l-ext bench --help``); needs a source checkout, the
+                   ``benchmarks`` folder is not part of the installed package.
 """
 
 from __future__ import annotations
@@ -229,8 +232,51 @@ def info() -> int:
     return 0
 
 
+BENCH_PROG = "d2l-ext bench"
+
+
+def _benchmarks_main() -> Callable[..., int] | None:
+    """``benchmarks.__main__.main`` of a source checkout; None when there is none.
+
+    ``benchmarks`` is a top-level folder of the repository, not part of the
+    wheel; the ``d2l-ext`` script does not have the checkout on ``sys.path``, so
+    the checkout this package lives in (an editable install) and then the
+    working directory are tried.
+    """
+    import importlib
+    from pathlib import Path
+
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (root / "benchmarks" / "__init__.py").is_file() and str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+            break
+    try:
+        module = importlib.import_module("benchmarks.__main__")
+    except ModuleNotFoundError as err:
+        if err.name not in ("benchmarks", "benchmarks.__main__"):
+            raise  # a dependency of the benchmarks is missing: show it
+        return None
+    return getattr(module, "main", None)
+
+
+def bench(argv: list[str]) -> int:
+    """``d2l-ext bench [args]`` = ``python -m benchmarks [args]``."""
+    run = _benchmarks_main()
+    if run is None:
+        print(
+            "d2l-ext bench: the benchmarks package was not found. It is not installed with d2l_ext; "
+            "run from a source checkout of the repository (its root folder holds benchmarks/), "
+            "e.g. `cd d2l_ext-checkout && d2l-ext bench` or `python -m benchmarks`.",
+            file=sys.stderr,
+        )
+        return 2
+    return run(argv, prog=BENCH_PROG)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # python -m benchmarks' parser: d2l-ext bench --help
+        return bench(argv[1:])
     if argv[:1] == ["train"]:  # its own parser: d2l-ext train --help
         from . import train
 
@@ -249,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="build and backend information")
     sub.add_parser("train", help="train one of the book's networks (d2l-ext train --help)")
     sub.add_parser("train-lm", help="train the book's RNN language model (d2l-ext train-lm --help)")
+    sub.add_parser(
+        "bench", help="run the benchmarks and write their summary, from a source checkout "
+        "(d2l-ext bench --help)"
+    )
     args = parser.parse_args(argv)
     if args.command == "check":
         return check(args.device, args.quick)
