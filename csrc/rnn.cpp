@@ -15,6 +15,9 @@
 // T * B rows, not T small ones.
 #include "rnn.h"
 
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
 #include <cmath>
 #include <string>
 #include <utility>
@@ -183,11 +186,57 @@ at::Tensor one_hot_positions(const at::Tensor& x2, const at::Tensor& w_ih) {
   return pos.defined() && all_finite<float>(w_ih) ? pos : at::Tensor();
 }
 
-// out (N, G * H) = w_ih^T[pos] (+ bias): the input projection of one-hot rows.
+// out (N, G * H) = w_ih^T[pos] (+ bias): the input projection of one-hot rows, one pass over out
+// (w_ih^T is a small (I, G H) copy; each row of out is one of its rows plus the bias).
 at::Tensor& gather_columns(at::Tensor& out, const at::Tensor& w_ih, const at::Tensor& pos, const at::Tensor& bias) {
-  at::index_select_out(out, w_ih.t().contiguous(), 0, pos);  // contiguous rows: a copy per row
-  if (bias.defined()) out.add_(bias);
+  const at::Tensor wt = w_ih.t().contiguous();
+  const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
+  const int64_t N = out.size(0), C = out.size(1);
+  const int64_t* p = pos.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "rnn_gather_columns", [&] {
+    const scalar_t* w = wt.data_ptr<scalar_t>();
+    const scalar_t* bb = b.defined() ? b.data_ptr<scalar_t>() : nullptr;
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, N, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const scalar_t* src = w + p[r] * C;
+        scalar_t* dst = o + r * C;
+        if (bb) {
+          for (int64_t c = 0; c < C; ++c) dst[c] = src[c] + bb[c];
+        } else {
+          std::copy(src, src + C, dst);
+        }
+      }
+    });
+  });
   return out;
+}
+
+// The backward of gather_columns: grad_w (G H, I) = dG^T x for one-hot rows x, i.e. row r of dG
+// (N, G H) added to column pos[r]; and, when grad_b is defined, grad_b (G H) = the sum of dG's rows,
+// in the same pass over dG. Threads split the G H columns, so no two write the same element; the
+// sums accumulate in double (float32 sums of T * B rows would otherwise lose digits).
+void scatter_rows(const at::Tensor& dg2, const at::Tensor& pos, int64_t I, at::Tensor& grad_w, at::Tensor* grad_b) {
+  const int64_t N = dg2.size(0), C = dg2.size(1);
+  const int64_t* p = pos.data_ptr<int64_t>();
+  const at::Tensor gt = at::zeros({I, C}, dg2.options().dtype(at::kDouble));
+  const at::Tensor gb = grad_b ? at::zeros({C}, gt.options()) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(dg2.scalar_type(), "rnn_scatter_rows", [&] {
+    const scalar_t* d = dg2.data_ptr<scalar_t>();
+    double* g = gt.data_ptr<double>();
+    double* sb = grad_b ? gb.data_ptr<double>() : nullptr;
+    at::parallel_for(0, C, 128, [&](int64_t c0, int64_t c1) {
+      for (int64_t r = 0; r < N; ++r) {
+        const scalar_t* row = d + r * C;
+        double* dst = g + p[r] * C;
+        for (int64_t c = c0; c < c1; ++c) dst[c] += static_cast<double>(row[c]);
+        if (sb)
+          for (int64_t c = c0; c < c1; ++c) sb[c] += static_cast<double>(row[c]);
+      }
+    });
+  });
+  grad_w.copy_(gt.t());
+  if (grad_b) grad_b->copy_(gb);
 }
 
 }  // namespace
@@ -390,10 +439,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_back
       const at::Tensor dg2 = d_gates.view({g.T * g.B, g.G * g.H});
       const at::Tensor dhid2 = d_hidden.view({g.T * g.B, g.G * g.H});
       const at::Tensor pos = l == 0 ? one_hot_positions(x2, w_ih) : at::Tensor();
-      if (pos.defined()) {  // one-hot x: each row of dG adds to the column of w_ih its step picked
-        at::Tensor gw_t = at::zeros({in_l, g.G * g.H}, opts);
-        gw_t.index_add_(0, pos, dg2);
-        grad_weights[base].copy_(gw_t.t());
+      // one-hot x: each row of dG adds to the column of w_ih its step picked (and to the bias gradient)
+      const bool bias_done = pos.defined() && has_biases;
+      if (pos.defined()) {
+        scatter_rows(dg2, pos, in_l, grad_weights[base], has_biases ? &grad_weights[base + 2] : nullptr);
       } else {
         at::mm_out(grad_weights[base], dg2.t(), x2);
       }
@@ -409,7 +458,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_back
         at::mm_out(gw_hh, d_hidden[0].t(), h0[idx]);
       }
       if (has_biases) {
-        at::sum_out(grad_weights[base + 2], dg2, {0});
+        if (!bias_done) at::sum_out(grad_weights[base + 2], dg2, {0});
         if (gru) {
           at::sum_out(grad_weights[base + 3], dhid2, {0});
         } else {  // b_ih and b_hh enter the gates alike

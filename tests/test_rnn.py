@@ -1692,3 +1692,30 @@ def test_cpu_fast_paths_match_torch(case, one_hot):
     r_outs, r_grads = [t.float() for t in r_outs], [t.float() for t in r_grads]  # + half an ulp
     terms = rnn_terms(T, B, In, H, L, 2 if bi else 1, GATES[kind])
     compare(outs, r_outs, grads, r_grads, dtype=torch.float32, terms=terms, inputs=[x, *states])
+
+
+@requires_native
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_cpu_one_hot_input_matches_torch(kind, dtype, bias):
+    """One-hot inputs take a gather of w_ih's columns forward and a scatter of the gate
+    gradients (with the bias gradient summed in the same pass) backward: every output and
+    gradient against torch's layer, in both dtypes and without biases too."""
+    skip_unless_rnn_kernel("cpu")
+    T, B, In, H = 9, 5, 6, 24
+    x, hx, cx, params = layer_inputs(kind, T, B, In, H, 1, False, bias, dtype, "cpu", seed=95)
+    x = torch.nn.functional.one_hot(torch.randint(In, (T, B), generator=_gen(96)), In).to(dtype)
+    lstm = kind == "lstm"
+    leaves = [t.detach().clone().requires_grad_() for t in (x, hx, *([cx] if lstm else []), *params)]
+    r_leaves = [t.detach().clone().requires_grad_() for t in leaves]
+
+    def run(fn, ls):
+        c = ls[2] if lstm else None
+        outs = call_layer(fn, kind, ls[0], ls[1], c, ls[2 + lstm :], bias, 1, 0.0, True, False, False)
+        loss = _random_linear_loss(outs, seed=97)
+        return [o.detach() for o in outs], list(torch.autograd.grad(loss, ls))
+
+    outs, grads = run(LAYER_FNS[kind], leaves)
+    r_outs, r_grads = run(TORCH_LAYER_FNS[kind], r_leaves)
+    compare(outs, r_outs, grads, r_grads, dtype=dtype, terms=rnn_terms(T, B, In, H, 1, 1, GATES[kind]))
