@@ -92,8 +92,8 @@ def _check_cross_entropy_args(
 
 def _check_target_range(target: Tensor, num_classes: int, ignore_index: int) -> None:
     """The fallback's equivalent of the kernels' bounds check (a sync on CUDA)."""
-    if torch.compiler.is_compiling() or target.numel() == 0:
-        return
+    if torch.compiler.is_compiling() or target.numel() == 0 or target.device.type == "meta":
+        return  # (meta tensors hold no values to check)
     bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
     if bool(bad.any()):
         value = int(target[bad].flatten()[0])
@@ -718,6 +718,47 @@ def _dropout_masks(x: Tensor, width: int, num_layers: int, p: float, train: bool
     return [x.new_empty(shape).bernoulli_(1 - p).div_(1 - p) for _ in range(num_layers - 1)]
 
 
+def _check_rnn_fallback_args(
+    mode: str, x: Tensor, hx: Tensor, cx: Tensor | None, params, has_biases: bool, num_layers: int, D: int
+) -> None:
+    """For the Python fallback, what the native op checks (csrc/rnn.cpp check_rnn_args) and torch
+    rejects too: else a wrong-shaped hx broadcasts, and extra weights go unnoticed. x is (T, B, I)."""
+    op = f"d2l_ext.{mode}"
+    T, B, n_in = x.shape
+    if T == 0:
+        raise RuntimeError(f"{op}: expected sequence length to be larger than 0")
+    if num_layers < 1:
+        raise RuntimeError(f"{op}: num_layers must be at least 1, got {num_layers}")
+    if hx.dim() != 3 or (cx is not None and cx.dim() != 3):
+        raise RuntimeError(f"{op}: hx (and cx) must be (num_layers * num_directions, B, hidden_size)")
+    P = H = hx.shape[2]
+    if cx is not None:
+        H = cx.shape[2]
+        if P > H:
+            raise RuntimeError(f"{op}: hx's last size (proj_size) must be smaller than cx's, got {P} and {H}")
+    G = _ops.RNN_GATES[reference.RNN_MODES[mode]]
+    per = (4 if has_biases else 2) + (1 if P != H else 0)
+    if len(params) != num_layers * D * per:
+        raise RuntimeError(
+            f"{op}: expected {num_layers * D * per} weight tensors ({per} per layer and direction), "
+            f"got {len(params)}"
+        )
+    expected = [("hx", hx, (num_layers * D, B, P))]
+    if cx is not None:
+        expected.append(("cx", cx, (num_layers * D, B, H)))
+    for k, w in enumerate(params):
+        layer, j = k // (D * per), k % per
+        shapes = [(G * H, n_in if layer == 0 else D * P), (G * H, P)] + [(G * H,)] * (2 * has_biases)
+        expected.append((f"weight {k}", w, (shapes + [(P, H)])[j]))
+    for name, t, shape in expected:
+        if tuple(t.shape) != shape:
+            raise RuntimeError(f"{op}: {name} must have shape {list(shape)}, got {list(t.shape)}")
+        if t.dtype != x.dtype or t.device != x.device:
+            raise RuntimeError(
+                f"{op}: {name} is {t.dtype} on {t.device} but input is {x.dtype} on {x.device}"
+            )
+
+
 def _rnn_layers(
     mode: str,
     input: Tensor,
@@ -743,6 +784,7 @@ def _rnn_layers(
             x, hx, cx, list(params), code, has_biases, num_layers, bidirectional, masks
         )
     else:  # the Python loop
+        _check_rnn_fallback_args(mode, x, hx, cx, params, has_biases, num_layers, D)
         out, hy, cy = reference.rnn(
             x, hx, cx, list(params), code, has_biases, num_layers, bidirectional, masks, proj_size
         )
