@@ -63,7 +63,7 @@ struct ScalarMath {
   static V sigmoid(V x) { return T(1) / (T(1) + std::exp(-x)); }
   static V tanh(V x) { return std::tanh(x); }
   static V relu(V x) { return x < T(0) ? T(0) : x; }  // NaN stays NaN, as torch.relu
-  static V relu_grad(V a, V d) { return a > T(0) ? d : T(0); }
+  static V relu_grad(V a, V d) { return a <= T(0) ? T(0) : d; }  // torch: NaN passes the gradient
 };
 
 // One step's rows (B of them, H units, G gates per unit), as raw pointers.
@@ -156,8 +156,8 @@ struct Avx2Math {
   }
   // max(0, x) returns its second operand when one is NaN, so NaN stays NaN.
   static V relu(V x) { return {_mm256_max_ps(_mm256_setzero_ps(), x.v)}; }
-  static V relu_grad(V a, V d) {
-    return {_mm256_and_ps(_mm256_cmp_ps(a.v, _mm256_setzero_ps(), _CMP_GT_OQ), d.v)};
+  static V relu_grad(V a, V d) {  // zero where a <= 0 (false for NaN: the gradient passes, as torch's)
+    return {_mm256_andnot_ps(_mm256_cmp_ps(a.v, _mm256_setzero_ps(), _CMP_LE_OQ), d.v)};
   }
 };
 

@@ -103,7 +103,7 @@ __global__ void cell_backward_kernel(CellKind kind, int64_t B, int64_t H, int64_
       dh[idx] = static_cast<T>(dht * z);
     } else {
       const A a = ld<T, A>(h, idx);
-      d_gates[idx] = static_cast<T>(kind == CellKind::Relu ? (a > A(0) ? dht : A(0)) : dht * (A(1) - a * a));
+      d_gates[idx] = static_cast<T>(kind == CellKind::Relu ? (a <= A(0) ? A(0) : dht) : dht * (A(1) - a * a));
     }
   }
 }
