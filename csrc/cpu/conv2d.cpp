@@ -30,6 +30,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <array>
 #include <cstdlib>
 #include <cstring>
@@ -124,6 +125,14 @@ inline at::Tensor pack_weights(const at::Tensor& w, int64_t Opad, bool flip) {
 }  // namespace direct
 
 namespace {
+
+// Whether every element of a contiguous float32 tensor is finite (a weight: small).
+bool all_finite(const at::Tensor& t) {
+  const float* p = t.const_data_ptr<float>();
+  bool ok = true;
+  for (int64_t i = 0, n = t.numel(); i < n; ++i) ok &= std::isfinite(p[i]);
+  return ok;
+}
 
 // The direct kernel takes float32 stride-1, dilation-1, ungrouped convolutions
 // with at most 16 output channels (more make a GEMM worth its im2col copy) and
@@ -334,8 +343,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
   // The input gradient is the convolution of grad_output, padded by (kh - 1 -
   // ph, kw - 1 - pw), with the channel-swapped, rotated weights: the direct
   // kernel's job when the input has few channels.
+  // It pads grad_output with zeros that torch's col2im never multiplies: with an inf or NaN weight,
+  // 0 * w would spread a NaN over the whole input gradient, so such weights take the GEMM path.
   const bool direct_input = output_mask[0] && g.N > 0 && direct_fits(g, input, g.C) && g.ph < g.kh &&
-                            g.pw < g.kw;
+                            g.pw < g.kw && all_finite(weight);
   if (direct_input) {
     const direct::Kernel k = direct::kernel();
     const int64_t ob = direct::block_channels(g.C, k.max_ob);

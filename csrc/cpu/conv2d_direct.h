@@ -95,30 +95,39 @@ inline void image(const float* x, int64_t C, int64_t H, int64_t W, int64_t ph, i
 // The weight gradient, one image at a time: acc[((c * kh + ky) * kw + kx) *
 // Opad + o] (vectors of 16 partial sums, summed across lanes at the end) +=
 // sum over (oy, ox) of gy[o][oy][ox] * xp[c][oy + ky][ox + kx]. gyp holds gy
-// with each row zero-padded to OWp (a multiple of 16) so whole vectors can be
-// read. Taps [kx0, kx0 + KW) of one (c, ky) and channels [o0, o0 + OB): the
+// with each row zero-padded from its `valid` = OW columns to OWp (a multiple of
+// 16) so whole vectors can be read. Taps [kx0, kx0 + KW) of one (c, ky) and channels [o0, o0 + OB): the
 // KW * OB sums stay in registers, each gy vector is loaded once for KW taps.
 template <int KW, int OB>
-void weight_block(const float* xp, int64_t Hp, int64_t Wp, const float* gyp, int64_t OH, int64_t OWp, int64_t c,
-                  int64_t ky, int64_t kx0, int64_t kw, int64_t o0, int64_t Opad, float* acc_mem) {
+void weight_block(const float* xp, int64_t Hp, int64_t Wp, const float* gyp, int64_t OH, int64_t OWp, int64_t valid,
+                  int64_t c, int64_t ky, int64_t kx0, int64_t kw, int64_t o0, int64_t Opad, float* acc_mem) {
   v16 acc[KW][OB];
   const int64_t tap0 = ky * kw + kx0;  // within channel c's taps
   float* at = acc_mem + (tap0 * Opad + o0) * 16;
   for (int kx = 0; kx < KW; ++kx) {
     for (int ob = 0; ob < OB; ++ob) acc[kx][ob] = load16(at + (kx * Opad + ob) * 16);
   }
+  // The last chunk of a row reaches past OW, where gy is padded with zeros: its x lanes there are
+  // zeroed too, since an inf or NaN input there times 0 would put a NaN into taps that never read it.
+  typedef int v16i __attribute__((vector_size(64)));
+  const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  auto chunk = [&](const float* row, int64_t oy, int64_t x0, auto tail, v16i keep) {
+    v16 gv[OB];
+    for (int ob = 0; ob < OB; ++ob) gv[ob] = load16(gyp + ((o0 + ob) * OH + oy) * OWp + x0);
+#pragma GCC unroll 8
+    for (int kx = 0; kx < KW; ++kx) {
+      v16 xv = load16(row + x0 + kx);
+      if constexpr (decltype(tail)::value) xv = keep ? xv : v16{};
+#pragma GCC unroll 16
+      for (int ob = 0; ob < OB; ++ob) acc[kx][ob] += xv * gv[ob];
+    }
+  };
+  const int64_t full = valid / 16 * 16;
+  const v16i keep = lane < static_cast<int>(valid - full);
   for (int64_t oy = 0; oy < OH; ++oy) {
     const float* row = xp + (c * Hp + oy + ky) * Wp + kx0;
-    for (int64_t x0 = 0; x0 < OWp; x0 += 16) {
-      v16 gv[OB];
-      for (int ob = 0; ob < OB; ++ob) gv[ob] = load16(gyp + ((o0 + ob) * OH + oy) * OWp + x0);
-#pragma GCC unroll 8
-      for (int kx = 0; kx < KW; ++kx) {
-        const v16 xv = load16(row + x0 + kx);
-#pragma GCC unroll 16
-        for (int ob = 0; ob < OB; ++ob) acc[kx][ob] += xv * gv[ob];
-      }
-    }
+    for (int64_t x0 = 0; x0 < full; x0 += 16) chunk(row, oy, x0, std::false_type{}, keep);
+    if (full < valid) chunk(row, oy, full, std::true_type{}, keep);
   }
   for (int kx = 0; kx < KW; ++kx) {
     for (int ob = 0; ob < OB; ++ob) std::memcpy(at + (kx * Opad + ob) * 16, &acc[kx][ob], sizeof(v16));
@@ -153,13 +162,16 @@ inline void weight_image(const float* x, int64_t C, int64_t H, int64_t W, int64_
       for (int64_t o0 = 0; o0 < Opad; o0 += OB) {
         int64_t kx0 = 0;
         for (; kx0 + 5 <= kw; kx0 += 5) {
-          weight_block<5, OB>(scratch.data(), Hp, Wp, gscratch.data(), OH, OWp, c, ky, kx0, kw, o0, Opad, acc_c);
+          weight_block<5, OB>(scratch.data(), Hp, Wp, gscratch.data(), OH, OWp, OW, c, ky, kx0, kw, o0, Opad,
+                                acc_c);
         }
         for (; kx0 + 3 <= kw; kx0 += 3) {
-          weight_block<3, OB>(scratch.data(), Hp, Wp, gscratch.data(), OH, OWp, c, ky, kx0, kw, o0, Opad, acc_c);
+          weight_block<3, OB>(scratch.data(), Hp, Wp, gscratch.data(), OH, OWp, OW, c, ky, kx0, kw, o0, Opad,
+                                acc_c);
         }
         for (; kx0 < kw; ++kx0) {
-          weight_block<1, OB>(scratch.data(), Hp, Wp, gscratch.data(), OH, OWp, c, ky, kx0, kw, o0, Opad, acc_c);
+          weight_block<1, OB>(scratch.data(), Hp, Wp, gscratch.data(), OH, OWp, OW, c, ky, kx0, kw, o0, Opad,
+                                acc_c);
         }
       }
     }
