@@ -97,6 +97,14 @@ double row_weighted_sum(Row<scalar_t> r, const scalar_t* w, int64_t C) {
   return s;
 }
 
+// The lse kept for an ignored row: 0, or NaN when the row's log-sum-exp is not finite (a NaN or
+// +inf logit, or all -inf). Its gradient is then that value in every class: torch's
+// log_softmax backward multiplies the row's softmax by a zero gradient, which is NaN there.
+template <typename scalar_t>
+inline scalar_t ignored_lse(double lse) {
+  return std::isfinite(lse) ? scalar_t(0) : std::numeric_limits<scalar_t>::quiet_NaN();
+}
+
 struct Sums {
   double loss = 0.0, weight = 0.0;
 };
@@ -111,9 +119,9 @@ inline void forward_block8(const CEParams<float>& p, int64_t row, float* loss, f
   if (p.eps > 0.0) cpu::avx2::weighted_sum8(x, C, S, p.weight, wx);
   for (int j = 0; j < 8; ++j) {
     const int64_t t = p.class_of(row + j);
-    if (t < 0) {
+    if (t < 0) {  // ignored: see ignored_lse
       if (loss) loss[row + j] = 0;
-      lse_out[row + j] = 0;
+      lse_out[row + j] = ignored_lse<float>(lse[j]);
       continue;
     }
     const double wt = p.w(t);
@@ -144,8 +152,13 @@ inline void backward_block8(const CEParams<float>& p, int64_t row, const float* 
     hit[j] = static_cast<float>(g * (1.0 - p.eps) * wt);
   }
   cpu::avx2::softmax_grad8(grad + off, p.input + off, C, S, lse + row, a, b, p.weight, keep);
-  for (int j = 0; j < 8; ++j)
-    if (keep[j]) grad[off + t[j] * S + j] -= hit[j];
+  for (int j = 0; j < 8; ++j) {
+    if (keep[j]) {
+      grad[off + t[j] * S + j] -= hit[j];
+    } else if (lse[row + j] != 0.f) {  // an ignored row with non-finite logits (ignored_lse): NaN
+      for (int64_t c = 0; c < C; ++c) grad[off + c * S + j] = lse[row + j];
+    }
+  }
 }
 #endif
 
@@ -172,9 +185,9 @@ Sums forward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, scala
     const Row<scalar_t> r{p.input + p.offset(row), S};
     if (p.target) {
       const int64_t t = p.class_of(row);
-      if (t < 0) {  // ignored: contributes nothing, even if its logits are NaN
+      if (t < 0) {  // ignored: no loss; see ignored_lse
         if (loss) loss[row] = 0;
-        lse_out[row] = 0;
+        lse_out[row] = ignored_lse<scalar_t>(row_lse(r, C));
         continue;
       }
       const double lse = row_lse(r, C);
@@ -239,8 +252,8 @@ void backward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, cons
     const double g = (grad_per_row ? static_cast<double>(grad_loss[row]) : 1.0) * grad_scale;
     if (p.target) {
       const int64_t t = p.class_of(row);
-      if (t < 0) {
-        for (int64_t c = 0; c < C; ++c) out[c * S] = 0;
+      if (t < 0) {  // 0, or NaN where torch's 0 * softmax is (ignored_lse)
+        for (int64_t c = 0; c < C; ++c) out[c * S] = lse[row];
         continue;
       }
       // d/dx_c = g * [((1-eps) w_t + eps W / C) softmax_c - eps / C * w_c - (1-eps) w_t [c == t]]

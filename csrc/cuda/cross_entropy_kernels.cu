@@ -158,7 +158,7 @@ __global__ void ce_forward_kernel(Args<scalar_t, acc_t> p, acc_t* __restrict__ l
     bool skip = !active;
     if (active && p.target) {
       t = p.target[row];
-      skip = t == p.ignore_index || t < 0 || t >= p.C;
+      skip = t != p.ignore_index && (t < 0 || t >= p.C);  // an ignored row's lse decides its gradient
     }
     Stats<acc_t> st = stats_init<acc_t>();
     if (!skip) {
@@ -211,6 +211,10 @@ __global__ void ce_forward_kernel(Args<scalar_t, acc_t> p, acc_t* __restrict__ l
     if (!active || lane != 0) continue;
     acc_t loss, w_row = acc_t(0), lse = acc_t(0);
     if (p.target && t == p.ignore_index) {
+      // Kept as 0, or NaN when the row's lse is not finite: its gradient is then NaN in every class,
+      // as torch's (log_softmax's backward multiplies the softmax by a zero gradient).
+      const acc_t row_lse = st.m + log_acc(st.s);
+      lse = row_lse - row_lse == acc_t(0) ? acc_t(0) : nan;
       loss = acc_t(0);
     } else if (p.target && (t < 0 || t >= p.C)) {
       if (err) {
@@ -294,8 +298,8 @@ __global__ void ce_backward_kernel(Args<scalar_t, acc_t> p, const acc_t* __restr
     if (p.target) {
       if (!active) continue;
       const int64_t t = p.target[row];
-      if (t == p.ignore_index || t < 0 || t >= p.C) {
-        for (int64_t c = lane; c < p.C; c += TPR) grad[base + c * p.S] = scalar_t(0);
+      if (t == p.ignore_index || t < 0 || t >= p.C) {  // lse: 0, or NaN (see the forward)
+        for (int64_t c = lane; c < p.C; c += TPR) grad[base + c * p.S] = static_cast<scalar_t>(lse);
         continue;
       }
       const acc_t wt = weight_at(p, t);
