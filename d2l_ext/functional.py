@@ -358,6 +358,9 @@ def max_pool1d(
     """1-D max pooling, as ``torch.nn.functional.max_pool1d``: input (N, C, L) or
     (C, L) -> (N, C, L_out) (indices into L). TextCNN's max-over-time pooling is
     ``max_pool1d(x, x.shape[-1])``. Runs the 2-D kernel with H = 1."""
+    if not return_indices and input.device.type == "cpu" and not input.is_floating_point():
+        # torch's CPU max_pool1d without indices (max_pool1d_impl) takes floating point only
+        raise NotImplementedError(f"\"max_pool1d_impl\" not implemented for '{input.dtype}'")
     return _max_pool(
         "max_pool1d", input, 1, kernel_size, stride, padding, dilation, ceil_mode, return_indices
     )
@@ -732,6 +735,8 @@ def _check_rnn_fallback_args(
     if hx.dim() != 3 or (cx is not None and cx.dim() != 3):
         raise RuntimeError(f"{op}: hx (and cx) must be (num_layers * num_directions, B, hidden_size)")
     P = H = hx.shape[2]
+    if P == 0:  # as the native op (torch's oneDNN LSTM fails there too)
+        raise RuntimeError(f"{op}: hidden_size must be positive")
     if cx is not None:
         H = cx.shape[2]
         if P > H:
