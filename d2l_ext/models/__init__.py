@@ -37,6 +37,16 @@ from .seq2seq import (
     sequence_mask,
     train_seq2seq,
 )
+from .transformer import (
+    AddNorm,
+    MultiHeadAttention,
+    PositionalEncoding,
+    PositionWiseFFN,
+    TransformerDecoder,
+    TransformerDecoderBlock,
+    TransformerEncoder,
+    TransformerEncoderBlock,
+)
 from .vision import (
     VGG11_ARCH,
     DenseBlock,
@@ -77,6 +87,14 @@ __all__ = [
     "seq2seq_xavier_init",
     "sequence_mask",
     "train_seq2seq",
+    "AddNorm",
+    "MultiHeadAttention",
+    "PositionWiseFFN",
+    "PositionalEncoding",
+    "TransformerDecoder",
+    "TransformerDecoderBlock",
+    "TransformerEncoder",
+    "TransformerEncoderBlock",
     "VGG11_ARCH",
     "VISION_MODELS",
     "DenseBlock",

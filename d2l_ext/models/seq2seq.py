@@ -308,6 +308,13 @@ def train_seq2seq(
     return history
 
 
+def _detached_cpu(w):
+    """A tensor, or the Transformer decoder's nested lists of them, detached onto the CPU."""
+    if isinstance(w, (list, tuple)):
+        return type(w)(_detached_cpu(v) for v in w)
+    return None if w is None else w.detach().cpu()
+
+
 @torch.no_grad()
 def predict_seq2seq(
     net: EncoderDecoder,
@@ -320,8 +327,9 @@ def predict_seq2seq(
 ) -> tuple[str, list[Tensor]]:
     """Greedy translation of ``src_sentence`` (lowercased, split on spaces, ``<eos>`` appended,
     truncated/padded to ``num_steps``): at most ``num_steps`` tokens, stopping at ``<eos>`` (not
-    returned). Returns (the tokens joined by spaces, the per-step (1, 1, num_steps) attention
-    weights when ``save_attention_weights``, else []). Leaves ``net`` in eval mode, as the book does.
+    returned). Returns (the tokens joined by spaces, the per-step attention weights when
+    ``save_attention_weights`` — (1, 1, num_steps) tensors for the GRU decoder, the Transformer
+    decoder's nested lists — else []). Leaves ``net`` in eval mode, as the book does.
     """
     net.eval()
     src_tokens = [*src_vocab[src_sentence.lower().split(" ")], src_vocab["<eos>"]]
@@ -340,7 +348,10 @@ def predict_seq2seq(
         pred = int(dec_X[0, 0])
         if save_attention_weights:
             weights = getattr(net.decoder, "attention_weights", [])
-            attention_weight_seq.extend(w.detach().cpu() for w in weights)
+            if all(torch.is_tensor(w) for w in weights):  # the GRU decoder's: one (1, 1, T) per step
+                attention_weight_seq.extend(w.detach().cpu() for w in weights)
+            else:  # the Transformer decoder's [[self-attention per block], [cross-attention per block]]
+                attention_weight_seq.append(_detached_cpu(weights))
         if pred == eos:
             break
         output_seq.append(pred)
