@@ -706,6 +706,33 @@ def _attempt(fn: Callable):
         return None, e
 
 
+def _torch_uint8_gather(case: Case, err: Exception) -> bool:
+    """torch's label-smoothing path gathers with the target as the index, which must be int32/int64:
+    a uint8 target, accepted by its nll_loss and by ours, makes torch raise there."""
+    target = case.args[1] if case.name.lower().startswith("cross") and len(case.args) > 1 else None
+    return (torch.is_tensor(target) and target.dtype == torch.uint8
+            and "Expected dtype int32/int64 for index" in str(err))
+
+
+def _torch_conv_inf_artifact(case: Case, ours, theirs) -> bool:
+    """A strided or padded convolution's input gradient with an inf in the input or weights: torch's
+    backward multiplies the inf by zeros it inserts (its transposed convolution), which puts NaN
+    at positions whose true gradient is a number; ours sums only the real terms. Accepted when
+    ours has NaN nowhere torch has none, and where torch has a number ours agrees with it."""
+    if "conv" not in case.name.lower():
+        return False
+    tensors = [t for t in _flat(list(case.args) + list(case.params[0])) if t.is_floating_point()]
+    if not any(bool(torch.isinf(t).any()) for t in tensors):
+        return False
+    for o, t in zip(_flat(ours), _flat(theirs)):
+        if o.shape != t.shape or bool((o.isnan() & ~t.isnan()).any()):
+            return False
+        keep = ~t.isnan()
+        if _compare(o[keep], t[keep], "gradient", _precision(case)) is not None:
+            return False
+    return True
+
+
 def run_case(case: Case, label: str) -> tuple[list[str], list[str]]:
     """Run one case, printing it and its verdict (flushed); returns (findings, notes)."""
     print(f"{label}: {case.describe()}", flush=True)
@@ -717,7 +744,11 @@ def run_case(case: Case, label: str) -> tuple[list[str], list[str]]:
     if t_err is None and o_err is not None:
         notes.append(f"torch returns, ours raises {type(o_err).__name__}: {o_err}")
     elif t_err is not None and o_err is None:
-        findings.append(f"torch raises {type(t_err).__name__}: {t_err}; ours returns {_describe(got)}")
+        if _torch_uint8_gather(case, t_err):
+            notes.append("cross_entropy: a uint8 target with label smoothing: torch's gather refuses it, "
+                         "ours takes it (as nll_loss does)")
+        else:
+            findings.append(f"torch raises {type(t_err).__name__}: {t_err}; ours returns {_describe(got)}")
     elif t_err is None:
         problem = _compare(got, expected, precision=_precision(case))
         padding_only = _padding_only(case)
@@ -755,7 +786,10 @@ def run_case(case: Case, label: str) -> tuple[list[str], list[str]]:
                     findings.append(f"backward: outputs requiring grad: torch {t_flags}, ours {o_flags}")
                 else:
                     problem = _compare(o_grads, t_grads, "gradient", _precision(case))
-                    if problem:
+                    if problem and _torch_conv_inf_artifact(case, o_grads, t_grads):
+                        notes.append("conv backward with an infinite value: torch's NaN from inf * 0 where "
+                                     "ours has the number (the finite-term check passes)")
+                    elif problem:
                         findings.append(f"backward: {problem}")
     for note in notes:
         print(f"NOTE: {note}", flush=True)
