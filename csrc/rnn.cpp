@@ -18,6 +18,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -214,24 +215,37 @@ at::Tensor& gather_columns(at::Tensor& out, const at::Tensor& w_ih, const at::Te
 
 // The backward of gather_columns: grad_w (G H, I) = dG^T x for one-hot rows x, i.e. row r of dG
 // (N, G H) added to column pos[r]; and, when grad_b is defined, grad_b (G H) = the sum of dG's rows,
-// in the same pass over dG. Threads split the G H columns, so no two write the same element; the
-// sums accumulate in double (float32 sums of T * B rows would otherwise lose digits).
+// in the same pass over dG. Threads split the G H columns, so no two write the same element. The
+// bias sums all N = T * B rows: they accumulate in double; a weight column only the rows of its
+// token, in the tensor's type (as index_add would).
 void scatter_rows(const at::Tensor& dg2, const at::Tensor& pos, int64_t I, at::Tensor& grad_w, at::Tensor* grad_b) {
   const int64_t N = dg2.size(0), C = dg2.size(1);
   const int64_t* p = pos.data_ptr<int64_t>();
-  const at::Tensor gt = at::zeros({I, C}, dg2.options().dtype(at::kDouble));
-  const at::Tensor gb = grad_b ? at::zeros({C}, gt.options()) : at::Tensor();
+  const at::Tensor gt = at::zeros({I, C}, dg2.options());
+  const at::Tensor gb = grad_b ? at::zeros({C}, dg2.options().dtype(at::kDouble)) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(dg2.scalar_type(), "rnn_scatter_rows", [&] {
     const scalar_t* d = dg2.data_ptr<scalar_t>();
-    double* g = gt.data_ptr<double>();
+    scalar_t* g = gt.data_ptr<scalar_t>();
     double* sb = grad_b ? gb.data_ptr<double>() : nullptr;
     at::parallel_for(0, C, 128, [&](int64_t c0, int64_t c1) {
       for (int64_t r = 0; r < N; ++r) {
-        const scalar_t* row = d + r * C;
-        double* dst = g + p[r] * C;
-        for (int64_t c = c0; c < c1; ++c) dst[c] += static_cast<double>(row[c]);
-        if (sb)
-          for (int64_t c = c0; c < c1; ++c) sb[c] += static_cast<double>(row[c]);
+        const scalar_t* __restrict row = d + r * C;
+        scalar_t* __restrict dst = g + p[r] * C;
+        for (int64_t c = c0; c < c1; ++c) dst[c] += row[c];
+      }
+      if (!sb) return;
+      constexpr int64_t kBlock = 64;  // rows summed in scalar_t, then added to the double total
+      scalar_t part[128];
+      for (int64_t c = c0; c < c1; c += 128) {
+        const int64_t n = std::min<int64_t>(128, c1 - c);
+        for (int64_t r0 = 0; r0 < N; r0 += kBlock) {
+          std::fill(part, part + n, scalar_t(0));
+          for (int64_t r = r0, r1 = std::min(N, r0 + kBlock); r < r1; ++r) {
+            const scalar_t* __restrict row = d + r * C + c;
+            for (int64_t j = 0; j < n; ++j) part[j] += row[j];
+          }
+          for (int64_t j = 0; j < n; ++j) sb[c + j] += static_cast<double>(part[j]);
+        }
       }
     });
   });

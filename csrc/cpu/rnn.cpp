@@ -229,9 +229,12 @@ inline bool available() {
   return has;
 }
 
-// C (rows <= 8, cols <= 32; row stride ldc) = [C +] A (rows, K; lda) @ panel (K, 32).
+// C (rows <= 8, cols <= 32; row stride ldc) = [C +] A (rows, K; lda) @ panel (K, 32); with segs > 1,
+// the sum over s < segs of A_s @ panel_s, A_s = A + s * a_seg (K columns each) and panel_s the s-th
+// (K, 32) block of the panel: the gates' products of the backward, summed in registers.
 __attribute__((target("avx512f"))) void tile(int64_t rows, int64_t cols, int64_t K, const float* A, int64_t lda,
-                                             const float* panel, float* C, int64_t ldc, bool accumulate) {
+                                             const float* panel, float* C, int64_t ldc, bool accumulate,
+                                             int64_t segs = 1, int64_t a_seg = 0) {
   const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
   const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1) : 0;
   __m512 acc[8][2];
@@ -240,23 +243,27 @@ __attribute__((target("avx512f"))) void tile(int64_t rows, int64_t cols, int64_t
     acc[r][0] = load ? _mm512_maskz_loadu_ps(m0, C + r * ldc) : _mm512_setzero_ps();
     acc[r][1] = load ? _mm512_maskz_loadu_ps(m1, C + r * ldc + 16) : _mm512_setzero_ps();
   }
-  if (rows == 8) {
-    for (int64_t k = 0; k < K; ++k) {
-      const __m512 b0 = _mm512_loadu_ps(panel + k * 32), b1 = _mm512_loadu_ps(panel + k * 32 + 16);
+  for (int64_t sg = 0; sg < segs; ++sg) {
+    const float* As = A + sg * a_seg;
+    const float* ps = panel + sg * K * 32;
+    if (rows == 8) {
+      for (int64_t k = 0; k < K; ++k) {
+        const __m512 b0 = _mm512_loadu_ps(ps + k * 32), b1 = _mm512_loadu_ps(ps + k * 32 + 16);
 #pragma GCC unroll 8
-      for (int64_t r = 0; r < 8; ++r) {
-        const __m512 a = _mm512_set1_ps(A[r * lda + k]);
-        acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
-        acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+        for (int64_t r = 0; r < 8; ++r) {
+          const __m512 a = _mm512_set1_ps(As[r * lda + k]);
+          acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+          acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+        }
       }
-    }
-  } else {
-    for (int64_t k = 0; k < K; ++k) {
-      const __m512 b0 = _mm512_loadu_ps(panel + k * 32), b1 = _mm512_loadu_ps(panel + k * 32 + 16);
-      for (int64_t r = 0; r < rows; ++r) {
-        const __m512 a = _mm512_set1_ps(A[r * lda + k]);
-        acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
-        acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+    } else {
+      for (int64_t k = 0; k < K; ++k) {
+        const __m512 b0 = _mm512_loadu_ps(ps + k * 32), b1 = _mm512_loadu_ps(ps + k * 32 + 16);
+        for (int64_t r = 0; r < rows; ++r) {
+          const __m512 a = _mm512_set1_ps(As[r * lda + k]);
+          acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+          acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+        }
       }
     }
   }
@@ -269,9 +276,21 @@ __attribute__((target("avx512f"))) void tile(int64_t rows, int64_t cols, int64_t
 }  // namespace avx512
 #endif
 
-// A right operand (K, N) packed into ceil(N / 32) panels of (K, 32) floats, zero-padded.
+// A right operand (K, N) packed into ceil(N / 32) panels of (K, 32) floats, zero-padded. Or, for
+// the backward, segs row blocks of one (K_total = segs * K, N) operand: block s holds rows
+// [s * seg_stride, s * seg_stride + K) of W (K x N, row stride ldw), each panel the blocks in turn.
 class Panels {
  public:
+  Panels(int64_t segs, int64_t seg_stride, int64_t N, int64_t K, const float* W, int64_t ldw)
+      : N_(N), K_(K), segs_(segs), data_(static_cast<size_t>((N + 31) / 32 * 32 * K * segs), 0.0f) {
+    for (int64_t p = 0; p * 32 < N; ++p)
+      for (int64_t sg = 0; sg < segs; ++sg)
+        for (int64_t k = 0; k < K; ++k) {
+          const float* row = W + (sg * seg_stride + k) * ldw + p * 32;
+          float* dst = data_.data() + ((p * segs + sg) * K + k) * 32;
+          for (int64_t c = 0; c < 32 && p * 32 + c < N; ++c) dst[c] = row[c];
+        }
+  }
   // trans: W is (N, K) (the product is A @ W^T), else (K, N); row stride ldw.
   Panels(bool trans, int64_t N, int64_t K, const float* W, int64_t ldw)
       : N_(N), K_(K), data_(static_cast<size_t>((N + 31) / 32 * 32 * K), 0.0f) {
@@ -280,18 +299,19 @@ class Panels {
         for (int64_t c = 0; c < 32 && p * 32 + c < N; ++c)
           data_[(p * K + k) * 32 + c] = trans ? W[(p * 32 + c) * ldw + k] : W[k * ldw + p * 32 + c];
   }
-  // C (M, N; ldc) = [C +] A (M, K; lda) @ W.
-  void multiply(int64_t M, const float* A, int64_t lda, float* C, int64_t ldc, bool accumulate) const {
+  // C (M, N; ldc) = [C +] A (M, K; lda) @ W; segmented: C = sum_s A_s @ W_s, A_s = A + s * a_seg.
+  void multiply(int64_t M, const float* A, int64_t lda, float* C, int64_t ldc, bool accumulate,
+                int64_t a_seg = 0) const {
 #ifdef D2L_EXT_HAVE_AVX2
     for (int64_t p = 0; p * 32 < N_; ++p)
       for (int64_t r = 0; r < M; r += 8)
         avx512::tile(std::min<int64_t>(8, M - r), std::min<int64_t>(32, N_ - p * 32), K_, A + r * lda, lda,
-                     data_.data() + p * K_ * 32, C + r * ldc + p * 32, ldc, accumulate);
+                     data_.data() + p * segs_ * K_ * 32, C + r * ldc + p * 32, ldc, accumulate, segs_, a_seg);
 #endif
   }
 
  private:
-  int64_t N_, K_;
+  int64_t N_, K_, segs_ = 1;
   std::vector<float> data_;
 };
 
@@ -316,14 +336,11 @@ class StepProducts {
         packed_.emplace_back(true, G * H, H, w, H);
         return;
       }
-      for (int64_t g = 0; g < G; ++g) {
-        const float* rows = w + (g * H + u0) * H;
-        if (backward) {
-          packed_.emplace_back(false, H, n, rows, H);
-        } else {
-          packed_.emplace_back(true, n, H, rows, H);
-        }
+      if (backward) {  // one segmented operand: the G gates' rows of this thread's units
+        packed_.emplace_back(G, H, H, n, w + u0 * H, H);
+        return;
       }
+      for (int64_t g = 0; g < G; ++g) packed_.emplace_back(true, n, H, w + (g * H + u0) * H, H);
 #endif
     }
   }
@@ -346,8 +363,7 @@ class StepProducts {
     const int64_t GH = G_ * H_, n = u1 - u0;
     if constexpr (std::is_same_v<T, float>) {
       if (!packed_.empty() && u0 == u0_ && u1 == u1_) {
-        for (int64_t g = 0; g < G_; ++g) packed_[g].multiply(B, d_hidden + g * H_ + u0, GH, mine, H_, g > 0);
-        return;
+        return packed_[0].multiply(B, d_hidden + u0, GH, mine, H_, false, H_);
       }
     }
     if (n == H_) return gemm<T>(false, B, H_, GH, d_hidden, GH, w_, H_, T(0), mine, H_);
