@@ -4,11 +4,12 @@ Two kinds of test:
 
 * meta device (always run, no memory): the ops' shape functions (fake kernels) on
   sizes past 2^31 elements give torch's shapes, and no size wraps around;
-* real tensors (opt-in: ``D2L_EXT_BIGMEM=1``, about 9-18 GB of RAM and a minute or
-  two each on two cores): the compiled CPU kernels run on an input of more than 2^31
-  float32 elements whose only non-zero values sit past element 2^31, and the results
-  there are compared with torch's on the slice that holds them. A 32-bit offset
-  anywhere would read or write the wrong (zero) elements, or outside the buffer.
+* real tensors (opt-in: ``D2L_EXT_BIGMEM=1``, about 9-19 GB of RAM, 5-30 s each on two
+  cores): the compiled CPU kernels run on an input of more than 2^31 float32 elements
+  whose only non-zero values sit past element 2^31, and the results there are compared
+  with torch's on the slice that holds them (pooling, cross-entropy, conv); a 32-bit
+  offset anywhere would read or write the wrong (zero) elements, or outside the buffer.
+  And an RNN layer whose saved activations pass 2^31 elements (forward).
 
     D2L_EXT_BIGMEM=1 python -m pytest -q tests/test_large.py
 """
@@ -168,3 +169,31 @@ def test_conv2d_past_int32() -> None:
     expected = TF.conv2d(x[-1:, :, -16:, :].clone(), w, stride=2)
     torch.testing.assert_close(out[-1:, :, -8:, :], expected)  # 4-term float32 dot products
     assert not out[:-1].any()
+
+
+@requires_native
+def test_rnn_layer_reserve_past_int32() -> None:
+    """An RNN (tanh) layer whose saved activations (the reserve: T * B * H gates, then T * B * H
+    states) pass 2^31 elements, the last steps' states past element 2^31: the last two steps and the
+    final state are checked against torch's cell applied to our own state of the step before."""
+    _need_memory(16)
+    T, B, H = 1025, 2**17, 8
+    assert 2 * T * B * H - B * H > BIG  # the last step's states lie past element 2^31 of the reserve
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(T, B, 1, generator=g)
+    h0 = torch.randn(1, B, H, generator=g)
+    w_ih, w_hh = torch.randn(H, 1, generator=g) * 0.5, torch.randn(H, H, generator=g) * 0.3
+    b_ih, b_hh = torch.randn(H, generator=g), torch.randn(H, generator=g)
+    with torch.no_grad():  # the op itself: it returns the reserve backward would read
+        weights = [w_ih, w_hh, b_ih, b_hh]
+        out, h_n, _, reserve = torch.ops.d2l_ext.rnn(x, h0, None, weights, 0, True, 1, False, [])
+    assert out.shape == (T, B, H) and reserve.numel() == 2 * T * B * H > BIG
+    # the reserve's states (after the T * B * H gates) are the outputs, the last step's past 2^31
+    torch.testing.assert_close(reserve[-B * H:].view(B, H), out[-1], rtol=0, atol=0)
+    del reserve
+    for t in (T - 2, T - 1):
+        expected = torch.rnn_tanh_cell(x[t], out[t - 1], w_ih, w_hh, b_ih, b_hh)
+        torch.testing.assert_close(out[t], expected)  # one float32 step from the same h
+    torch.testing.assert_close(h_n[0], out[-1], rtol=0, atol=0)
+    expected0 = torch.rnn_tanh_cell(x[0], h0[0], w_ih, w_hh, b_ih, b_hh)
+    torch.testing.assert_close(out[0], expected0)
