@@ -46,7 +46,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -681,9 +681,10 @@ def format_text(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def format_markdown(headers: list[str], rows: list[list[str]]) -> str:
+def format_markdown(headers: list[str], rows: list[list[str]], left: Collection[str] = _LEFT) -> str:
+    """A markdown table; the columns named in ``left`` are left-aligned, the others right."""
     out = ["| " + " | ".join(headers) + " |"]
-    out.append("|" + "|".join(":---" if h in _LEFT else "---:" for h in headers) + "|")
+    out.append("|" + "|".join(":---" if h in left else "---:" for h in headers) + "|")
     out += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(out)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import OPS
-from .common import _DTYPE_SHORT, _fmt_ms, _fmt_ratio, describe_machine
+from .common import _DTYPE_SHORT, _fmt_ms, _fmt_ratio, describe_machine, format_markdown
 
 # the implementations the summary compares with torch, and their titles
 COMPARED = ("native", "python")
@@ -193,7 +193,7 @@ def summary_markdown(
             str(m.get("torch_num_threads", "-")), m.get("gpu") or "-", m.get("torch", "-"),
             str(len(f["results"])),
         ])
-    md += [_format_table(headers, table), ""]
+    md += [format_markdown(headers, table, _LEFT), ""]
     warnings = [f"- {f['op']}: {note}" for f in files for note in f.get("notes", [])
                 if str(note).startswith("WARNING")]
     if warnings:
@@ -214,7 +214,7 @@ def summary_markdown(
             _fmt_ms(r["native_ms"]), _fmt_ms(r["torch_ms"]), _fmt_ms(r["python_ms"]),
             _speed(r["native_speedup"]), _speed(r["python_speedup"]),
         ])
-    md += [_format_table(headers, table), ""]
+    md += [format_markdown(headers, table, _LEFT), ""]
     flagged = [r for r in rows if r["differs_from_torch"]]
     if flagged:
         md += [
@@ -232,7 +232,7 @@ def summary_markdown(
                   f"**{_speed(overall['native_speedup'])}**", f"**{_speed(overall['python_speedup'])}**"])
     table.append(["benchmarks weighted equally", str(len(per)),
                   _speed(eq["native_speedup"]), _speed(eq["python_speedup"])])
-    md += [_format_table(headers, table), ""]
+    md += [format_markdown(headers, table, _LEFT), ""]
     md += [
         f"Overall: d2l_ext native runs at {_speed(overall['native_speedup'])} torch's speed and the "
         f"Python fallback at {_speed(overall['python_speedup'])} (geometric mean over "
@@ -245,13 +245,6 @@ def summary_markdown(
 
 
 _LEFT = {"benchmark", "op", "case", "pass", "date (UTC)", "git commit", "CPU", "GPU", "torch"}
-
-
-def _format_table(headers: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(headers) + " |"]
-    out.append("|" + "|".join(":---" if h in _LEFT else "---:" for h in headers) + "|")
-    out += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(out)
 
 
 def _plot(
