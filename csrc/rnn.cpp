@@ -15,6 +15,8 @@
 // T * B rows, not T small ones.
 #include "rnn.h"
 
+#include "finite.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
@@ -168,23 +170,11 @@ at::Tensor one_hot_positions_of(const at::Tensor& x2) {
   return pos;
 }
 
-template <typename T>
-bool all_finite(const at::Tensor& t) {
-  const at::Tensor c = t.contiguous();
-  const T* p = c.data_ptr<T>();
-  for (int64_t i = 0, n = c.numel(); i < n; ++i)
-    if (!std::isfinite(p[i])) return false;
-  return true;
-}
-
 at::Tensor one_hot_positions(const at::Tensor& x2, const at::Tensor& w_ih) {
   if (!x2.device().is_cpu() || !x2.is_contiguous() || x2.size(0) == 0) return at::Tensor();
-  if (x2.scalar_type() == at::kDouble) {
-    at::Tensor pos = one_hot_positions_of<double>(x2);
-    return pos.defined() && all_finite<double>(w_ih) ? pos : at::Tensor();
-  }
-  at::Tensor pos = one_hot_positions_of<float>(x2);
-  return pos.defined() && all_finite<float>(w_ih) ? pos : at::Tensor();
+  const at::Tensor pos =
+      x2.scalar_type() == at::kDouble ? one_hot_positions_of<double>(x2) : one_hot_positions_of<float>(x2);
+  return pos.defined() && all_finite(w_ih) ? pos : at::Tensor();
 }
 
 // out (N, G * H) = w_ih^T[pos] (+ bias): the input projection of one-hot rows, one pass over out

@@ -30,7 +30,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cmath>
 #include <array>
 #include <cstdlib>
 #include <cstring>
@@ -41,6 +40,7 @@
 #include <vector>
 
 #include "../conv2d.h"
+#include "../finite.h"
 
 namespace d2l_ext {
 namespace direct {
@@ -125,14 +125,6 @@ inline at::Tensor pack_weights(const at::Tensor& w, int64_t Opad, bool flip) {
 }  // namespace direct
 
 namespace {
-
-// Whether every element of a contiguous float32 tensor is finite (a weight: small).
-bool all_finite(const at::Tensor& t) {
-  const float* p = t.const_data_ptr<float>();
-  bool ok = true;
-  for (int64_t i = 0, n = t.numel(); i < n; ++i) ok &= std::isfinite(p[i]);
-  return ok;
-}
 
 // The direct kernel takes float32 stride-1, dilation-1, ungrouped convolutions
 // with at most 16 output channels (more make a GEMM worth its im2col copy) and

@@ -111,7 +111,9 @@ void weight_block(const float* xp, int64_t Hp, int64_t Wp, const float* gyp, int
   // zeroed too, since an inf or NaN input there times 0 would put a NaN into taps that never read it.
   typedef int v16i __attribute__((vector_size(64)));
   const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-  auto chunk = [&](const float* row, int64_t oy, int64_t x0, auto tail, v16i keep) {
+  const int64_t full = valid / 16 * 16;
+  const v16i keep = lane < static_cast<int>(valid - full);
+  auto chunk = [&](const float* row, int64_t oy, int64_t x0, auto tail) {
     v16 gv[OB];
     for (int ob = 0; ob < OB; ++ob) gv[ob] = load16(gyp + ((o0 + ob) * OH + oy) * OWp + x0);
 #pragma GCC unroll 8
@@ -122,12 +124,10 @@ void weight_block(const float* xp, int64_t Hp, int64_t Wp, const float* gyp, int
       for (int ob = 0; ob < OB; ++ob) acc[kx][ob] += xv * gv[ob];
     }
   };
-  const int64_t full = valid / 16 * 16;
-  const v16i keep = lane < static_cast<int>(valid - full);
   for (int64_t oy = 0; oy < OH; ++oy) {
     const float* row = xp + (c * Hp + oy + ky) * Wp + kx0;
-    for (int64_t x0 = 0; x0 < full; x0 += 16) chunk(row, oy, x0, std::false_type{}, keep);
-    if (full < valid) chunk(row, oy, full, std::true_type{}, keep);
+    for (int64_t x0 = 0; x0 < full; x0 += 16) chunk(row, oy, x0, std::false_type{});
+    if (full < valid) chunk(row, oy, full, std::true_type{});
   }
   for (int kx = 0; kx < KW; ++kx) {
     for (int ob = 0; ob < OB; ++ob) std::memcpy(at + (kx * Opad + ob) * 16, &acc[kx][ob], sizeof(v16));

@@ -276,11 +276,19 @@ __attribute__((target("avx512f"))) void tile(int64_t rows, int64_t cols, int64_t
 }  // namespace avx512
 #endif
 
-// A right operand (K, N) packed into ceil(N / 32) panels of (K, 32) floats, zero-padded. Or, for
-// the backward, segs row blocks of one (K_total = segs * K, N) operand: block s holds rows
-// [s * seg_stride, s * seg_stride + K) of W (K x N, row stride ldw), each panel the blocks in turn.
+// A right operand (K, N) packed into ceil(N / 32) panels of (K, 32) floats, zero-padded: the
+// forward's W^T, from W (N, K), or the backward's segs row blocks of W itself (see below).
 class Panels {
  public:
+  // The forward's operand: W is (N, K), row stride ldw, and the product is A @ W^T.
+  Panels(int64_t N, int64_t K, const float* W, int64_t ldw)
+      : N_(N), K_(K), data_(static_cast<size_t>((N + 31) / 32 * 32 * K), 0.0f) {
+    for (int64_t p = 0; p * 32 < N; ++p)
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t c = 0; c < 32 && p * 32 + c < N; ++c) data_[(p * K + k) * 32 + c] = W[(p * 32 + c) * ldw + k];
+  }
+  // The backward's: segs row blocks of W (K x N each, row stride ldw), block s holding rows
+  // [s * seg_stride, s * seg_stride + K); each panel holds the blocks in turn.
   Panels(int64_t segs, int64_t seg_stride, int64_t N, int64_t K, const float* W, int64_t ldw)
       : N_(N), K_(K), segs_(segs), data_(static_cast<size_t>((N + 31) / 32 * 32 * K * segs), 0.0f) {
     for (int64_t p = 0; p * 32 < N; ++p)
@@ -290,14 +298,6 @@ class Panels {
           float* dst = data_.data() + ((p * segs + sg) * K + k) * 32;
           for (int64_t c = 0; c < 32 && p * 32 + c < N; ++c) dst[c] = row[c];
         }
-  }
-  // trans: W is (N, K) (the product is A @ W^T), else (K, N); row stride ldw.
-  Panels(bool trans, int64_t N, int64_t K, const float* W, int64_t ldw)
-      : N_(N), K_(K), data_(static_cast<size_t>((N + 31) / 32 * 32 * K), 0.0f) {
-    for (int64_t p = 0; p * 32 < N; ++p)
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t c = 0; c < 32 && p * 32 + c < N; ++c)
-          data_[(p * K + k) * 32 + c] = trans ? W[(p * 32 + c) * ldw + k] : W[k * ldw + p * 32 + c];
   }
   // C (M, N; ldc) = [C +] A (M, K; lda) @ W; segmented: C = sum_s A_s @ W_s, A_s = A + s * a_seg.
   void multiply(int64_t M, const float* A, int64_t lda, float* C, int64_t ldc, bool accumulate,
@@ -333,14 +333,14 @@ class StepProducts {
 
       const int64_t n = u1 - u0;
       if (n == H && !backward) {  // one product over all G H columns
-        packed_.emplace_back(true, G * H, H, w, H);
+        packed_.emplace_back(G * H, H, w, H);
         return;
       }
       if (backward) {  // one segmented operand: the G gates' rows of this thread's units
         packed_.emplace_back(G, H, H, n, w + u0 * H, H);
         return;
       }
-      for (int64_t g = 0; g < G; ++g) packed_.emplace_back(true, n, H, w + (g * H + u0) * H, H);
+      for (int64_t g = 0; g < G; ++g) packed_.emplace_back(n, H, w + (g * H + u0) * H, H);
 #endif
     }
   }
