@@ -217,25 +217,32 @@ void scatter_rows(const at::Tensor& dg2, const at::Tensor& pos, int64_t I, at::T
     const scalar_t* d = dg2.data_ptr<scalar_t>();
     scalar_t* g = gt.data_ptr<scalar_t>();
     double* sb = grad_b ? gb.data_ptr<double>() : nullptr;
+    // Blocks of kBlock rows: each row into its token's row of gt and, with a bias, into `part`.
     at::parallel_for(0, C, 128, [&](int64_t c0, int64_t c1) {
-      for (int64_t r = 0; r < N; ++r) {
-        const scalar_t* __restrict row = d + r * C;
-        scalar_t* __restrict dst = g + p[r] * C;
-        for (int64_t c = c0; c < c1; ++c) dst[c] += row[c];
-      }
-      if (!sb) return;
-      constexpr int64_t kBlock = 64;  // rows summed in scalar_t, then added to the double total
-      scalar_t part[128];
-      for (int64_t c = c0; c < c1; c += 128) {
-        const int64_t n = std::min<int64_t>(128, c1 - c);
-        for (int64_t r0 = 0; r0 < N; r0 += kBlock) {
-          std::fill(part, part + n, scalar_t(0));
-          for (int64_t r = r0, r1 = std::min(N, r0 + kBlock); r < r1; ++r) {
-            const scalar_t* __restrict row = d + r * C + c;
-            for (int64_t j = 0; j < n; ++j) part[j] += row[j];
+      constexpr int64_t kBlock = 64;
+      const int64_t n = c1 - c0;
+      std::vector<scalar_t> part(sb ? n : 0);
+      for (int64_t r0 = 0; r0 < N; r0 += kBlock) {
+        const int64_t r1 = std::min(N, r0 + kBlock);
+        if (!sb) {
+          for (int64_t r = r0; r < r1; ++r) {
+            const scalar_t* __restrict row = d + r * C + c0;
+            scalar_t* __restrict dst = g + p[r] * C + c0;
+            for (int64_t j = 0; j < n; ++j) dst[j] += row[j];
           }
-          for (int64_t j = 0; j < n; ++j) sb[c + j] += static_cast<double>(part[j]);
+          continue;
         }
+        scalar_t* __restrict sum = part.data();
+        std::fill(sum, sum + n, scalar_t(0));
+        for (int64_t r = r0; r < r1; ++r) {
+          const scalar_t* __restrict row = d + r * C + c0;
+          scalar_t* __restrict dst = g + p[r] * C + c0;
+          for (int64_t j = 0; j < n; ++j) {
+            dst[j] += row[j];
+            sum[j] += row[j];
+          }
+        }
+        for (int64_t j = 0; j < n; ++j) sb[c0 + j] += static_cast<double>(sum[j]);
       }
     });
   });

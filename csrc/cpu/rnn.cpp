@@ -525,13 +525,23 @@ void backward_recurrence(const RnnRecurrenceBackward& r) {
     int np_prev = np;  // how many partials the previous step wrote
     const StepProducts<T> products(true, w, G, H, u0, u1, T_);
     // dh for this thread's units: the sum of the previous step's partials (+ z * dh for GRU, already in dh).
+    // Row by row over whole vectors: the other threads' partials arrive from their caches, and
+    // contiguous loads let those transfers overlap (one scalar sum per unit waited on each).
     auto gather = [&](const T* parts) {
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t j = u0; j < u1; ++j) {
-          T sum = gru ? dh[b * H + j] : T(0);
-          for (int q = 0; q < np_prev; ++q) sum += parts[(q * B + b) * H + j];
-          dh[b * H + j] = sum;
+      const int64_t n = u1 - u0;
+      for (int64_t b = 0; b < B; ++b) {
+        T* __restrict out = dh + b * H + u0;
+        const T* __restrict first_part = parts + b * H + u0;
+        if (gru) {
+          for (int64_t j = 0; j < n; ++j) out[j] += first_part[j];
+        } else {
+          for (int64_t j = 0; j < n; ++j) out[j] = first_part[j];
         }
+        for (int q = 1; q < np_prev; ++q) {
+          const T* __restrict part = parts + (q * B + b) * H + u0;
+          for (int64_t j = 0; j < n; ++j) out[j] += part[j];
+        }
+      }
     };
     for (int64_t s = 0; s < T_; ++s) {
       pacer.start_step(p);
