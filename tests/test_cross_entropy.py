@@ -170,6 +170,9 @@ CASES = {
     "2d": ((6, 5), "index", -100, 0.0),
     "2d_ignored_rows": ((8, 5), "index", -100, 0.4),
     "2d_ignore_is_a_class": ((8, 5), "index", 2, 0.3),  # class 2 exists but is ignored
+    # fewer than 64 classes: blocks of eight rows (transposed) and a tail of three
+    "2d_few_classes": ((19, 28), "index", -100, 0.3),
+    "2d_few_classes_ignore_is_a_class": ((21, 63), "index", 5, 0.2),
     "spatial": ((3, 4, 2, 3), "index", -100, 0.0),
     "spatial_ignored": ((3, 4, 2, 3), "index", 1, 0.3),
     "3d": ((2, 5, 7), "index", -100, 0.0),

@@ -110,10 +110,12 @@ struct Sums {
 };
 
 #ifdef D2L_EXT_HAVE_AVX2
-// forward_rows for rows [row, row + 8), all in one example of a spatial input.
-inline void forward_block8(const CEParams<float>& p, int64_t row, float* loss, float* lse_out, Sums& sums) {
-  const int64_t C = p.shape.C, S = p.shape.S;
-  const float* x = p.input + p.offset(row);
+// forward_rows for rows [row, row + 8) whose class c sits at x + c * S + j (j < 8): eight
+// positions of one example of a spatial input (x = the input, S its spatial size), or eight
+// rows of few classes transposed into a (C, 8) block (S = 8).
+inline void forward_block8(const CEParams<float>& p, int64_t row, const float* x, int64_t S, float* loss,
+                           float* lse_out, Sums& sums) {
+  const int64_t C = p.shape.C;
   float lse[8], wx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   cpu::avx2::lse8(x, C, S, lse);
   if (p.eps > 0.0) cpu::avx2::weighted_sum8(x, C, S, p.weight, wx);
@@ -134,11 +136,11 @@ inline void forward_block8(const CEParams<float>& p, int64_t row, float* loss, f
   }
 }
 
-// backward_rows for rows [row, row + 8), all in one example of a spatial input.
-inline void backward_block8(const CEParams<float>& p, int64_t row, const float* lse, const float* grad_loss,
-                            bool grad_per_row, double grad_scale, float* grad) {
-  const int64_t C = p.shape.C, S = p.shape.S;
-  const int64_t off = p.offset(row);
+// backward_rows for rows [row, row + 8), laid out as for forward_block8: reads x, writes the
+// gradient at out + c * S + j.
+inline void backward_block8(const CEParams<float>& p, int64_t row, const float* x, float* out, int64_t S,
+                            const float* lse, const float* grad_loss, bool grad_per_row, double grad_scale) {
+  const int64_t C = p.shape.C;
   float a[8], b[8], hit[8];
   int32_t keep[8];
   int64_t t[8];
@@ -151,15 +153,21 @@ inline void backward_block8(const CEParams<float>& p, int64_t row, const float* 
     b[j] = keep[j] ? static_cast<float>(g * p.eps / C) : 0.f;
     hit[j] = static_cast<float>(g * (1.0 - p.eps) * wt);
   }
-  cpu::avx2::softmax_grad8(grad + off, p.input + off, C, S, lse + row, a, b, p.weight, keep);
+  cpu::avx2::softmax_grad8(out, x, C, S, lse + row, a, b, p.weight, keep);
   for (int j = 0; j < 8; ++j) {
     if (keep[j]) {
-      grad[off + t[j] * S + j] -= hit[j];
+      out[t[j] * S + j] -= hit[j];
     } else if (lse[row + j] != 0.f) {  // an ignored row with non-finite logits (ignored_lse): NaN
-      for (int64_t c = 0; c < C; ++c) grad[off + c * S + j] = lse[row + j];
+      for (int64_t c = 0; c < C; ++c) out[c * S + j] = lse[row + j];
     }
   }
 }
+
+// Rows of fewer than kFewClasses classes (contiguous, class-index targets) run eight at a time
+// through the block functions on a transposed copy: one row alone fills too little of a vector
+// (the book's MNIST has 10 classes, its character language models 28).
+constexpr int64_t kFewClasses = 64;
+
 #endif
 
 
@@ -176,7 +184,15 @@ Sums forward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, scala
     if constexpr (std::is_same_v<scalar_t, float>) {
       // Spatial input: eight positions at a time, vectorised across positions.
       if (p.target && S >= 8 && row % S <= S - 8 && row + 8 <= end && cpu::avx2::cpu_has_avx2()) {
-        forward_block8(p, row, loss, lse_out, sums);
+        forward_block8(p, row, p.input + p.offset(row), S, loss, lse_out, sums);
+        row += 7;
+        continue;
+      }
+      // Few classes: eight rows at a time, transposed.
+      if (p.target && S == 1 && C < kFewClasses && row + 8 <= end && cpu::avx2::cpu_has_avx2()) {
+        float block[kFewClasses * 8];
+        cpu::avx2::rows_to_block8(p.input + row * C, C, block);
+        forward_block8(p, row, block, 8, loss, lse_out, sums);
         row += 7;
         continue;
       }
@@ -240,7 +256,16 @@ void backward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, cons
 #ifdef D2L_EXT_HAVE_AVX2
     if constexpr (std::is_same_v<scalar_t, float>) {
       if (p.target && S >= 8 && row % S <= S - 8 && row + 8 <= end && cpu::avx2::cpu_has_avx2()) {
-        backward_block8(p, row, lse, grad_loss, grad_per_row, grad_scale, grad);
+        const int64_t off = p.offset(row);
+        backward_block8(p, row, p.input + off, grad + off, S, lse, grad_loss, grad_per_row, grad_scale);
+        row += 7;
+        continue;
+      }
+      if (p.target && S == 1 && C < kFewClasses && row + 8 <= end && cpu::avx2::cpu_has_avx2()) {
+        float block[kFewClasses * 8], out[kFewClasses * 8];
+        cpu::avx2::rows_to_block8(p.input + row * C, C, block);
+        backward_block8(p, row, block, out, 8, lse, grad_loss, grad_per_row, grad_scale);
+        cpu::avx2::block8_to_rows(out, C, grad + row * C);
         row += 7;
         continue;
       }

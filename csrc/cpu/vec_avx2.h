@@ -213,6 +213,51 @@ D2L_EXT_AVX2_FN inline void softmax_grad8(float* out, const float* x, int64_t C,
   }
 }
 
+// The eight rows r[0..7] become the eight columns (an 8 x 8 transpose in registers).
+D2L_EXT_AVX2_FN inline void transpose8x8(__m256 r[8]) {
+  __m256 t[8], s[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);  // rows 2i, 2i+1 interleaved: cols 0,1 | 4,5
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);  // cols 2,3 | 6,7
+  }
+  for (int h = 0; h < 2; ++h) {  // rows 0-3 (h = 0) and 4-7: s[4h + k] holds cols k | k + 4
+    s[4 * h + 0] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    s[4 * h + 1] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    s[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    s[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int k = 0; k < 4; ++k) {
+    r[k] = _mm256_permute2f128_ps(s[k], s[4 + k], 0x20);
+    r[k + 4] = _mm256_permute2f128_ps(s[k], s[4 + k], 0x31);
+  }
+}
+
+// block[c * 8 + j] = x[j * C + c] for eight rows of C values (the layout of lse8 with S = 8).
+D2L_EXT_AVX2_FN inline void rows_to_block8(const float* x, int64_t C, float* block) {
+  int64_t c0 = 0;
+  for (; c0 + 8 <= C; c0 += 8) {
+    __m256 r[8];
+    for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(x + j * C + c0);
+    transpose8x8(r);
+    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(block + (c0 + i) * 8, r[i]);
+  }
+  for (int64_t j = 0; j < 8; ++j)
+    for (int64_t c = c0; c < C; ++c) block[c * 8 + j] = x[j * C + c];
+}
+
+// The reverse: x[j * C + c] = block[c * 8 + j].
+D2L_EXT_AVX2_FN inline void block8_to_rows(const float* block, int64_t C, float* x) {
+  int64_t c0 = 0;
+  for (; c0 + 8 <= C; c0 += 8) {
+    __m256 r[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(block + (c0 + i) * 8);
+    transpose8x8(r);
+    for (int j = 0; j < 8; ++j) _mm256_storeu_ps(x + j * C + c0, r[j]);
+  }
+  for (int64_t j = 0; j < 8; ++j)
+    for (int64_t c = c0; c < C; ++c) x[j * C + c] = block[c * 8 + j];
+}
+
 }  // namespace d2l_ext::cpu::avx2
 
 #endif
