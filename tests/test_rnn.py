@@ -1655,10 +1655,13 @@ def test_lstm_projection_native_op(device, bi, bias):
 # --------------------------------------------------------------------------- the CPU's fast paths
 
 FAST_PATH_CASES = {  # kind, T, B, In, H, L, bi: T >= 8 packs W_hh (float32, AVX-512 CPUs); B G H^2 >= 2^17
-    # with H >= 32 splits the units over the threads; odd B and H leave partial 8-row / 32-column tiles.
+    # with H >= 32 runs on torch's threads: they split the batch when each gets 8 rows or more (B >= 16
+    # on two threads), else the hidden units; odd B and H leave partial 8-row / 32-column tiles.
     "lstm-split": ("lstm", 12, 13, 5, 77, 2, True),
     "gru-split": ("gru", 10, 9, 6, 70, 1, False),
-    "rnn_tanh-split": ("rnn_tanh", 9, 40, 4, 130, 1, True),
+    "rnn_tanh-batch_split": ("rnn_tanh", 9, 40, 4, 130, 1, True),
+    "lstm-batch_split": ("lstm", 11, 19, 5, 72, 2, True),
+    "gru-batch_split": ("gru", 10, 24, 6, 70, 2, True),
     "lstm-one_thread_packed": ("lstm", 9, 3, 4, 20, 1, False),
 }
 
@@ -1668,7 +1671,7 @@ FAST_PATH_CASES = {  # kind, T, B, In, H, L, bi: T >= 8 packs W_hh (float32, AVX
 @pytest.mark.parametrize("case", list(FAST_PATH_CASES))
 def test_cpu_fast_paths_match_torch(case, one_hot):
     """float32 on the CPU with the sizes that take the packed AVX-512 products, the threads'
-    split of the hidden units (when torch has more than one thread) and one-hot inputs (the
+    split of the batch or of the hidden units (when torch has more than one thread) and one-hot inputs (the
     gather of w_ih's columns): outputs, final states and every gradient against torch.lstm &
     co in float64 on the same values, within the float32 budget of the module docstring."""
     skip_unless_rnn_kernel("cpu")

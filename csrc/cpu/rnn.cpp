@@ -2,17 +2,21 @@
 // direction (the input projection, the layers, directions and weight
 // gradients are the shared code of csrc/rnn.cpp).
 //
-// Threads split the hidden units, not the batch: per step each of P threads
-// multiplies h_{t-1} (B, H) by its units' rows of W_hh (for each gate), adds
-// the product onto those units' gates and runs the element-wise cell step for
-// them, while the data is hot; the threads then meet once (an OpenMP
-// barrier) because every unit of the next step reads all of h_t. Backward is
-// the mirror image: each thread turns the carried gradient of its units into
-// their gate gradients, multiplies them by the same rows of W_hh (a partial
-// dh_{t-1} over all units), and the next step sums the P partials for its own
-// units. Measured on the 2-core machine: one MKL GEMM per step scales poorly
-// across the two cores at B = 32 (a 1.5x gain), split units do better
-// (benchmarks/NOTES.md).
+// Threads split the batch when each gets at least 8 rows: the rows of a batch
+// never meet in a recurrence, so each of P threads runs every step on its own
+// rows (the product with all of W_hh, packed once and shared, then the cell
+// step), forward and backward, with no barrier between steps. With fewer rows
+// they split the hidden units: per step each thread multiplies h_{t-1} (B, H)
+// by its units' rows of W_hh (for each gate), adds the product onto those
+// units' gates and runs the element-wise cell step for them; the threads then
+// meet once (an OpenMP barrier) because every unit of the next step reads all
+// of h_t. Backward is the mirror image: each thread turns the carried gradient
+// of its units into their gate gradients, multiplies them by the same rows of
+// W_hh (a partial dh_{t-1} over all units), and the next step sums the P
+// partials for its own units. Measured on the 2-core machine (B = 32, H = 256
+// LSTM): one MKL GEMM per step scales poorly across the two cores (a 1.5x
+// gain), split units do better, and the split batch better still, most of all
+// while the host makes the two cores' barriers slow (benchmarks/NOTES.md).
 //
 // float32 rows run eight units at a time with AVX2 + FMA where the CPU has
 // them; float64 and the ranges' tails run the scalar policy. The row functions
@@ -33,6 +37,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 
 #include "../rnn.h"
 #include "vec_avx2.h"
@@ -281,24 +286,32 @@ __attribute__((target("avx512f"))) void tile(int64_t rows, int64_t cols, int64_t
 class Panels {
  public:
   // The forward's operand: W is (N, K), row stride ldw, and the product is A @ W^T.
-  Panels(int64_t N, int64_t K, const float* W, int64_t ldw)
-      : N_(N), K_(K), data_(static_cast<size_t>((N + 31) / 32 * 32 * K), 0.0f) {
-    for (int64_t p = 0; p * 32 < N; ++p)
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t c = 0; c < 32 && p * 32 + c < N; ++c) data_[(p * K + k) * 32 + c] = W[(p * 32 + c) * ldw + k];
-  }
+  Panels(int64_t N, int64_t K, const float* W, int64_t ldw) : Panels(N, K, 1, 0, W, ldw, true) {}
   // The backward's: segs row blocks of W (K x N each, row stride ldw), block s holding rows
   // [s * seg_stride, s * seg_stride + K); each panel holds the blocks in turn.
   Panels(int64_t segs, int64_t seg_stride, int64_t N, int64_t K, const float* W, int64_t ldw)
-      : N_(N), K_(K), segs_(segs), data_(static_cast<size_t>((N + 31) / 32 * 32 * K * segs), 0.0f) {
-    for (int64_t p = 0; p * 32 < N; ++p)
-      for (int64_t sg = 0; sg < segs; ++sg)
-        for (int64_t k = 0; k < K; ++k) {
-          const float* row = W + (sg * seg_stride + k) * ldw + p * 32;
-          float* dst = data_.data() + ((p * segs + sg) * K + k) * 32;
-          for (int64_t c = 0; c < 32 && p * 32 + c < N; ++c) dst[c] = row[c];
+      : Panels(N, K, segs, seg_stride, W, ldw, false) {}
+
+  int64_t count() const { return (N_ + 31) / 32; }
+
+  // Packs panels [p0, p1) (the constructor packs none: threads may share the work).
+  void pack(int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t cols = std::min<int64_t>(32, N_ - p * 32);
+      for (int64_t sg = 0; sg < segs_; ++sg)
+        for (int64_t k = 0; k < K_; ++k) {
+          float* dst = data_.get() + ((p * segs_ + sg) * K_ + k) * 32;
+          if (transposed_) {
+            for (int64_t c = 0; c < cols; ++c) dst[c] = W_[(p * 32 + c) * ldw_ + k];
+          } else {
+            const float* row = W_ + (sg * seg_stride_ + k) * ldw_ + p * 32;
+            for (int64_t c = 0; c < cols; ++c) dst[c] = row[c];
+          }
+          std::fill(dst + cols, dst + 32, 0.0f);
         }
+    }
   }
+
   // C (M, N; ldc) = [C +] A (M, K; lda) @ W; segmented: C = sum_s A_s @ W_s, A_s = A + s * a_seg.
   void multiply(int64_t M, const float* A, int64_t lda, float* C, int64_t ldc, bool accumulate,
                 int64_t a_seg = 0) const {
@@ -306,13 +319,18 @@ class Panels {
     for (int64_t p = 0; p * 32 < N_; ++p)
       for (int64_t r = 0; r < M; r += 8)
         avx512::tile(std::min<int64_t>(8, M - r), std::min<int64_t>(32, N_ - p * 32), K_, A + r * lda, lda,
-                     data_.data() + p * segs_ * K_ * 32, C + r * ldc + p * 32, ldc, accumulate, segs_, a_seg);
+                     data_.get() + p * segs_ * K_ * 32, C + r * ldc + p * 32, ldc, accumulate, segs_, a_seg);
 #endif
   }
 
  private:
-  int64_t N_, K_, segs_ = 1;
-  std::vector<float> data_;
+  Panels(int64_t N, int64_t K, int64_t segs, int64_t seg_stride, const float* W, int64_t ldw, bool transposed)
+      : N_(N), K_(K), segs_(segs), seg_stride_(seg_stride), ldw_(ldw), transposed_(transposed), W_(W),
+        data_(std::make_unique_for_overwrite<float[]>(static_cast<size_t>((N + 31) / 32 * 32 * K * segs))) {}
+  int64_t N_, K_, segs_, seg_stride_, ldw_;
+  bool transposed_;
+  const float* W_;
+  std::unique_ptr<float[]> data_;
 };
 
 // The per-step products of one thread, over its units [u0, u1) of H (G gates): forward
@@ -325,7 +343,9 @@ class StepProducts {
  public:
   // steps: how many products the packing serves (a cell's single step is cheaper on the BLAS:
   // packing reads W_hh's slice once more than a product does).
-  StepProducts(bool backward, const T* w, int64_t G, int64_t H, int64_t u0, int64_t u1, int64_t steps)
+  // shared: the panels are left unpacked for the threads that share them to pack (pack_share).
+  StepProducts(bool backward, const T* w, int64_t G, int64_t H, int64_t u0, int64_t u1, int64_t steps,
+               bool shared = false)
       : w_(w), G_(G), H_(H), u0_(u0), u1_(u1) {
     if constexpr (std::is_same_v<T, float>) {
 #ifdef D2L_EXT_HAVE_AVX2
@@ -334,15 +354,19 @@ class StepProducts {
       const int64_t n = u1 - u0;
       if (n == H && !backward) {  // one product over all G H columns
         packed_.emplace_back(G * H, H, w, H);
-        return;
-      }
-      if (backward) {  // one segmented operand: the G gates' rows of this thread's units
+      } else if (backward) {  // one segmented operand: the G gates' rows of this thread's units
         packed_.emplace_back(G, H, H, n, w + u0 * H, H);
-        return;
+      } else {
+        for (int64_t g = 0; g < G; ++g) packed_.emplace_back(n, H, w + (g * H + u0) * H, H);
       }
-      for (int64_t g = 0; g < G; ++g) packed_.emplace_back(n, H, w + (g * H + u0) * H, H);
+      if (!shared) pack_share(0, 1);
 #endif
     }
+  }
+
+  // Thread p of np packs its share of every operand's panels.
+  void pack_share(int p, int np) {
+    for (auto& op : packed_) op.pack(op.count() * p / np, op.count() * (p + 1) / np);
   }
 
   void forward(int64_t B, const T* h_prev, T* out, int64_t u0, int64_t u1) const {
@@ -359,16 +383,18 @@ class StepProducts {
       gemm<T>(true, B, n, H_, h_prev, H_, w_ + (g * H_ + u0) * H_, H_, T(1), out + g * H_ + u0, GH);
   }
 
-  void backward(int64_t B, const T* d_hidden, T* mine, int64_t u0, int64_t u1) const {
+  // mine = [mine +] the product (accumulate: onto what mine holds).
+  void backward(int64_t B, const T* d_hidden, T* mine, int64_t u0, int64_t u1, bool accumulate = false) const {
     const int64_t GH = G_ * H_, n = u1 - u0;
     if constexpr (std::is_same_v<T, float>) {
       if (!packed_.empty() && u0 == u0_ && u1 == u1_) {
-        return packed_[0].multiply(B, d_hidden + u0, GH, mine, H_, false, H_);
+        return packed_[0].multiply(B, d_hidden + u0, GH, mine, H_, accumulate, H_);
       }
     }
-    if (n == H_) return gemm<T>(false, B, H_, GH, d_hidden, GH, w_, H_, T(0), mine, H_);
+    const T beta = accumulate ? T(1) : T(0);
+    if (n == H_) return gemm<T>(false, B, H_, GH, d_hidden, GH, w_, H_, beta, mine, H_);
     for (int64_t g = 0; g < G_; ++g)
-      gemm<T>(false, B, H_, n, d_hidden + g * H_ + u0, GH, w_ + (g * H_ + u0) * H_, H_, g == 0 ? T(0) : T(1), mine,
+      gemm<T>(false, B, H_, n, d_hidden + g * H_ + u0, GH, w_ + (g * H_ + u0) * H_, H_, g == 0 ? beta : T(1), mine,
               H_);
   }
 
@@ -387,7 +413,17 @@ int recurrence_threads(int64_t B, int64_t G, int64_t H) {
   return B * G * H * H >= (int64_t{1} << 17) && want > 1 ? static_cast<int>(want) : 1;
 }
 
-// The units of thread p of np: contiguous ranges, multiples of 8 (whole vectors) but the last.
+// Threads that split the batch instead (0: split the units): when every thread gets at least 8
+// rows (a whole tile of the products). Rows of the batch never meet in a recurrence, so each
+// thread then runs the whole recurrence on its rows with no barrier and no partial sums; it
+// reads all of W_hh each step (from the shared packed copy), where a split of the units reads
+// only its own rows of W_hh but waits for the other threads every step.
+int batch_split_threads(int64_t B, int64_t G, int64_t H) {
+  const int threads = recurrence_threads(B, G, H);
+  return threads > 1 && B >= 8 * threads ? threads : 0;
+}
+
+// The units (or rows) of thread p of np: contiguous ranges, multiples of 8 (whole vectors) but the last.
 std::pair<int64_t, int64_t> unit_range(int p, int np, int64_t H) {
   const int64_t chunk = ((H + np - 1) / np + 7) / 8 * 8;
   const int64_t u0 = std::min<int64_t>(H, p * chunk);
@@ -447,8 +483,88 @@ class Pacer {
   Clock::duration busy_{0}, wait_{0};
 };
 
+// The recurrences with the batch split (batch_split_threads): thread p runs every step on its
+// rows [b0, b1); the cell functions take (rows, H) blocks with the full row strides.
+template <typename T>
+void forward_recurrence_rows(const RnnRecurrence& r, int threads) {
+  const int64_t T_ = r.acts.size(0), B = r.acts.size(1), H = r.hs.size(2), G = rnn_gates(r.mode), GH = G * H;
+  const bool gru = r.mode == RnnMode::Gru, lstm = r.mode == RnnMode::Lstm;
+  T* acts = ptr<T>(r.acts);
+  T* hs = ptr<T>(r.hs);
+  T* extra = ptr<T>(r.extra);
+  const T* h0 = ptr<T>(r.h0);
+  const T* c0 = ptr<T>(r.c0);
+  const T* b_hh = ptr<T>(r.b_hh);
+  at::Tensor hidden_t = gru ? at::empty({B, GH}, r.acts.options()) : at::Tensor();
+  T* hidden = ptr<T>(hidden_t);
+  StepProducts<T> products(false, ptr<T>(r.w_hh), G, H, 0, H, T_, true);
+  on_threads(threads, [&](int p, int np) {
+    products.pack_share(p, np);
+    barrier(np);  // every panel packed
+    const auto [b0, b1] = unit_range(p, np, B);
+    const int64_t rows = b1 - b0;
+    if (rows <= 0) return;
+    T* hid = gru ? hidden + b0 * GH : nullptr;
+    for (int64_t s = 0; s < T_; ++s) {
+      const int64_t t = r.reverse ? T_ - 1 - s : s, t_prev = r.reverse ? t + 1 : t - 1;
+      T* gates = acts + (t * B + b0) * GH;
+      const T* h_prev = (s == 0 ? h0 : hs + t_prev * B * H) + b0 * H;
+      if (gru) {  // W_hh h_prev + b_hh goes to `hidden`
+        for (int64_t b = 0; b < rows; ++b)
+          for (int64_t j = 0; j < GH; ++j) hid[b * GH + j] = b_hh ? b_hh[j] : T(0);
+      }
+      products.forward(rows, h_prev, gru ? hid : gates, 0, H);
+      const CellStep<T> step{r.mode, rows, H, G, gates, hid, h_prev,
+                             lstm ? (s == 0 ? c0 : extra + t_prev * B * H) + b0 * H : nullptr,
+                             hs + (t * B + b0) * H, extra ? extra + (t * B + b0) * H : nullptr};
+      forward_units<T>(step, 0, H);
+    }
+  });
+}
+
+template <typename T>
+void backward_recurrence_rows(const RnnRecurrenceBackward& r, int threads) {
+  const int64_t T_ = r.acts.size(0), B = r.acts.size(1), H = r.hs.size(2), G = rnn_gates(r.mode), GH = G * H;
+  const bool gru = r.mode == RnnMode::Gru, lstm = r.mode == RnnMode::Lstm;
+  const T* acts = ptr<T>(r.acts);
+  const T* hs = ptr<T>(r.hs);
+  const T* extra = ptr<T>(r.extra);
+  const T* h0 = ptr<T>(r.h0);
+  const T* c0 = ptr<T>(r.c0);
+  const T* grad_out = ptr<T>(r.grad_out);
+  const int64_t go_t = r.grad_out.defined() ? r.grad_out.stride(0) : 0;
+  const int64_t go_row = r.grad_out.defined() ? r.grad_out.stride(1) : 0;
+  T* dh = ptr<T>(r.dh);
+  T* dc = ptr<T>(r.dc);
+  T* d_gates = ptr<T>(r.d_gates);
+  T* d_hidden = ptr<T>(r.d_hidden);
+  StepProducts<T> products(true, ptr<T>(r.w_hh), G, H, 0, H, T_, true);
+  on_threads(threads, [&](int p, int np) {
+    products.pack_share(p, np);
+    barrier(np);  // every panel packed
+    const auto [b0, b1] = unit_range(p, np, B);
+    const int64_t rows = b1 - b0;
+    if (rows <= 0) return;
+    for (int64_t s = 0; s < T_; ++s) {
+      const int64_t t = r.reverse ? s : T_ - 1 - s, t_prev = r.reverse ? t + 1 : t - 1;
+      const bool first = s == T_ - 1;  // the forward's first step: h_prev is h0
+      const int64_t at = t * B + b0;   // row b0 of step t
+      const CellGradStep<T> step{r.mode, rows, H, G, acts + at * GH,
+                                 grad_out ? grad_out + t * go_t + b0 * go_row : nullptr, go_row, dh + b0 * H,
+                                 lstm ? dc + b0 * H : nullptr, (first ? h0 : hs + t_prev * B * H) + b0 * H,
+                                 lstm ? (first ? c0 : extra + t_prev * B * H) + b0 * H : nullptr, hs + at * H,
+                                 extra ? extra + at * H : nullptr, d_gates + at * GH, d_hidden + at * GH};
+      backward_units<T>(step, 0, H);
+      // dh_{t-1} of these rows = dHidden_t W_hh (GRU: + z * dh_t, which the cell step left in dh).
+      products.backward(rows, d_hidden + at * GH, dh + b0 * H, 0, H, gru);
+    }
+  });
+}
+
 template <typename T>
 void forward_recurrence(const RnnRecurrence& r) {
+  if (const int threads = batch_split_threads(r.acts.size(1), rnn_gates(r.mode), r.hs.size(2)))
+    return forward_recurrence_rows<T>(r, threads);
   const int64_t T_ = r.acts.size(0), B = r.acts.size(1), H = r.hs.size(2), G = rnn_gates(r.mode), GH = G * H;
   const bool gru = r.mode == RnnMode::Gru, lstm = r.mode == RnnMode::Lstm;
   T* acts = ptr<T>(r.acts);
@@ -500,6 +616,8 @@ void forward_recurrence(const RnnRecurrence& r) {
 
 template <typename T>
 void backward_recurrence(const RnnRecurrenceBackward& r) {
+  if (const int threads = batch_split_threads(r.acts.size(1), rnn_gates(r.mode), r.hs.size(2)))
+    return backward_recurrence_rows<T>(r, threads);
   const int64_t T_ = r.acts.size(0), B = r.acts.size(1), H = r.hs.size(2), G = rnn_gates(r.mode), GH = G * H;
   const bool gru = r.mode == RnnMode::Gru, lstm = r.mode == RnnMode::Lstm;
   const T* acts = ptr<T>(r.acts);
