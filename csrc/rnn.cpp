@@ -16,6 +16,7 @@
 #include "rnn.h"
 
 #include "finite.h"
+#include "cpu/vec_avx2.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -208,6 +209,50 @@ at::Tensor& gather_columns(at::Tensor& out, const at::Tensor& w_ih, const at::Te
 // in the same pass over dG. Threads split the G H columns, so no two write the same element. The
 // bias sums all N = T * B rows: they accumulate in double; a weight column only the rows of its
 // token, in the tensor's type (as index_add would).
+#ifdef D2L_EXT_HAVE_AVX2
+// scatter_rows' float32 inner loop on AVX2, for 64 columns (eight vectors) at a time: each row of
+// the block [r0, r1) goes to the row of g its token picks; the block's sum stays in registers (in
+// float, as the generic loop's) and then goes to the double total. Returns the columns done.
+D2L_EXT_AVX2_FN int64_t scatter_block_avx2(const float* d, int64_t C, const int64_t* pos, int64_t r0, int64_t r1,
+                                           int64_t c0, int64_t c1, float* g, double* sb) {
+  int64_t c = c0;
+  for (; c + 64 <= c1; c += 64) {
+    __m256 sum[8];
+    for (auto& v : sum) v = _mm256_setzero_ps();
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* row = d + r * C + c;
+      float* dst = g + pos[r] * C + c;
+      for (int v = 0; v < 8; ++v) {
+        const __m256 x = _mm256_loadu_ps(row + 8 * v);
+        _mm256_storeu_ps(dst + 8 * v, _mm256_add_ps(_mm256_loadu_ps(dst + 8 * v), x));
+        sum[v] = _mm256_add_ps(sum[v], x);
+      }
+    }
+    if (!sb) continue;
+    for (int v = 0; v < 8; ++v) {
+      double* out = sb + c + 8 * v;
+      _mm256_storeu_pd(out, _mm256_add_pd(_mm256_loadu_pd(out), _mm256_cvtps_pd(_mm256_castps256_ps128(sum[v]))));
+      _mm256_storeu_pd(out + 4,
+                       _mm256_add_pd(_mm256_loadu_pd(out + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(sum[v], 1))));
+    }
+  }
+  return c;
+}
+#endif
+
+// The columns of [c0, c1) that the vector loop did (from c0 on): float32 on AVX2, else none.
+template <typename T>
+int64_t scatter_block_fast(const T*, int64_t, const int64_t*, int64_t, int64_t, int64_t c0, int64_t, T*, double*) {
+  return c0;
+}
+#ifdef D2L_EXT_HAVE_AVX2
+template <>
+int64_t scatter_block_fast<float>(const float* d, int64_t C, const int64_t* pos, int64_t r0, int64_t r1, int64_t c0,
+                                  int64_t c1, float* g, double* sb) {
+  return cpu::avx2::cpu_has_avx2() ? scatter_block_avx2(d, C, pos, r0, r1, c0, c1, g, sb) : c0;
+}
+#endif
+
 void scatter_rows(const at::Tensor& dg2, const at::Tensor& pos, int64_t I, at::Tensor& grad_w, at::Tensor* grad_b) {
   const int64_t N = dg2.size(0), C = dg2.size(1);
   const int64_t* p = pos.data_ptr<int64_t>();
@@ -217,32 +262,26 @@ void scatter_rows(const at::Tensor& dg2, const at::Tensor& pos, int64_t I, at::T
     const scalar_t* d = dg2.data_ptr<scalar_t>();
     scalar_t* g = gt.data_ptr<scalar_t>();
     double* sb = grad_b ? gb.data_ptr<double>() : nullptr;
-    // Blocks of kBlock rows: each row into its token's row of gt and, with a bias, into `part`.
+    // Blocks of kBlock rows: each row into its token's row of gt and, with a bias, into a sum of the
+    // block (float) that then goes to the double total.
     at::parallel_for(0, C, 128, [&](int64_t c0, int64_t c1) {
       constexpr int64_t kBlock = 64;
-      const int64_t n = c1 - c0;
-      std::vector<scalar_t> part(sb ? n : 0);
+      std::vector<scalar_t> part(sb ? c1 - c0 : 0);
       for (int64_t r0 = 0; r0 < N; r0 += kBlock) {
         const int64_t r1 = std::min(N, r0 + kBlock);
-        if (!sb) {
-          for (int64_t r = r0; r < r1; ++r) {
-            const scalar_t* __restrict row = d + r * C + c0;
-            scalar_t* __restrict dst = g + p[r] * C + c0;
-            for (int64_t j = 0; j < n; ++j) dst[j] += row[j];
-          }
-          continue;
-        }
+        const int64_t c = scatter_block_fast<scalar_t>(d, C, p, r0, r1, c0, c1, g, sb);  // [c0, c) done
+        const int64_t n = c1 - c;
         scalar_t* __restrict sum = part.data();
-        std::fill(sum, sum + n, scalar_t(0));
-        for (int64_t r = r0; r < r1; ++r) {
-          const scalar_t* __restrict row = d + r * C + c0;
-          scalar_t* __restrict dst = g + p[r] * C + c0;
-          for (int64_t j = 0; j < n; ++j) {
-            dst[j] += row[j];
-            sum[j] += row[j];
+        if (sb) std::fill(sum, sum + n, scalar_t(0));
+        for (int64_t r = r0; r < r1 && n > 0; ++r) {
+          const scalar_t* __restrict row = d + r * C + c;
+          scalar_t* __restrict dst = g + p[r] * C + c;
+          for (int64_t j = 0; j < n; ++j) dst[j] += row[j];
+          if (sb) {
+            for (int64_t j = 0; j < n; ++j) sum[j] += row[j];
           }
         }
-        for (int64_t j = 0; j < n; ++j) sb[c0 + j] += static_cast<double>(sum[j]);
+        for (int64_t j = 0; sb && j < n; ++j) sb[c + j] += static_cast<double>(sum[j]);
       }
     });
   });
