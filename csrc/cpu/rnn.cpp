@@ -483,80 +483,94 @@ class Pacer {
   Clock::duration busy_{0}, wait_{0};
 };
 
-// The recurrences with the batch split (batch_split_threads): thread p runs every step on its
-// rows [b0, b1); the cell functions take (rows, H) blocks with the full row strides.
+// Raw views of a recurrence's tensors, shared by both splits.
 template <typename T>
-void forward_recurrence_rows(const RnnRecurrence& r, int threads) {
-  const int64_t T_ = r.acts.size(0), B = r.acts.size(1), H = r.hs.size(2), G = rnn_gates(r.mode), GH = G * H;
-  const bool gru = r.mode == RnnMode::Gru, lstm = r.mode == RnnMode::Lstm;
-  T* acts = ptr<T>(r.acts);
-  T* hs = ptr<T>(r.hs);
-  T* extra = ptr<T>(r.extra);
-  const T* h0 = ptr<T>(r.h0);
-  const T* c0 = ptr<T>(r.c0);
-  const T* b_hh = ptr<T>(r.b_hh);
-  at::Tensor hidden_t = gru ? at::empty({B, GH}, r.acts.options()) : at::Tensor();
-  T* hidden = ptr<T>(hidden_t);
-  StepProducts<T> products(false, ptr<T>(r.w_hh), G, H, 0, H, T_, true);
+struct ForwardView {
+  explicit ForwardView(const RnnRecurrence& r)
+      : T_(r.acts.size(0)), B(r.acts.size(1)), H(r.hs.size(2)), G(rnn_gates(r.mode)), GH(G * H),
+        gru(r.mode == RnnMode::Gru), lstm(r.mode == RnnMode::Lstm), acts(ptr<T>(r.acts)), hs(ptr<T>(r.hs)),
+        extra(ptr<T>(r.extra)), h0(ptr<T>(r.h0)), c0(ptr<T>(r.c0)), w(ptr<T>(r.w_hh)), b_hh(ptr<T>(r.b_hh)) {}
+  int64_t T_, B, H, G, GH;
+  bool gru, lstm;
+  T *acts, *hs, *extra;
+  const T *h0, *c0, *w, *b_hh;
+};
+
+template <typename T>
+struct BackwardView {
+  explicit BackwardView(const RnnRecurrenceBackward& r)
+      : T_(r.acts.size(0)), B(r.acts.size(1)), H(r.hs.size(2)), G(rnn_gates(r.mode)), GH(G * H),
+        gru(r.mode == RnnMode::Gru), lstm(r.mode == RnnMode::Lstm), acts(ptr<T>(r.acts)), hs(ptr<T>(r.hs)),
+        extra(ptr<T>(r.extra)), h0(ptr<T>(r.h0)), c0(ptr<T>(r.c0)), w(ptr<T>(r.w_hh)), grad_out(ptr<T>(r.grad_out)),
+        go_t(r.grad_out.defined() ? r.grad_out.stride(0) : 0), go_row(r.grad_out.defined() ? r.grad_out.stride(1) : 0),
+        dh(ptr<T>(r.dh)), dc(ptr<T>(r.dc)), d_gates(ptr<T>(r.d_gates)), d_hidden(ptr<T>(r.d_hidden)) {}
+  int64_t T_, B, H, G, GH;
+  bool gru, lstm;
+  const T *acts, *hs, *extra, *h0, *c0, *w, *grad_out;
+  int64_t go_t, go_row;
+  T *dh, *dc, *d_gates, *d_hidden;
+};
+
+// Runs body(b0, b1) on up to `threads` threads, each with its rows [b0, b1) of the batch (none
+// for an empty share), once they have packed the shared products' panels together.
+template <typename T, typename F>
+void on_row_shares(int threads, int64_t B, StepProducts<T>& products, const F& body) {
   on_threads(threads, [&](int p, int np) {
     products.pack_share(p, np);
     barrier(np);  // every panel packed
     const auto [b0, b1] = unit_range(p, np, B);
+    if (b1 > b0) body(b0, b1);
+  });
+}
+
+// The recurrences with the batch split (batch_split_threads): thread p runs every step on its
+// rows [b0, b1); the cell functions take (rows, H) blocks with the full row strides.
+template <typename T>
+void forward_recurrence_rows(const RnnRecurrence& r, int threads) {
+  const ForwardView<T> v(r);
+  at::Tensor hidden_t = v.gru ? at::empty({v.B, v.GH}, r.acts.options()) : at::Tensor();
+  T* hidden = ptr<T>(hidden_t);
+  StepProducts<T> products(false, v.w, v.G, v.H, 0, v.H, v.T_, true);
+  on_row_shares(threads, v.B, products, [&](int64_t b0, int64_t b1) {
     const int64_t rows = b1 - b0;
-    if (rows <= 0) return;
-    T* hid = gru ? hidden + b0 * GH : nullptr;
-    for (int64_t s = 0; s < T_; ++s) {
-      const int64_t t = r.reverse ? T_ - 1 - s : s, t_prev = r.reverse ? t + 1 : t - 1;
-      T* gates = acts + (t * B + b0) * GH;
-      const T* h_prev = (s == 0 ? h0 : hs + t_prev * B * H) + b0 * H;
-      if (gru) {  // W_hh h_prev + b_hh goes to `hidden`
+    T* hid = v.gru ? hidden + b0 * v.GH : nullptr;
+    for (int64_t s = 0; s < v.T_; ++s) {
+      const int64_t t = r.reverse ? v.T_ - 1 - s : s, t_prev = r.reverse ? t + 1 : t - 1;
+      T* gates = v.acts + (t * v.B + b0) * v.GH;
+      const T* h_prev = (s == 0 ? v.h0 : v.hs + t_prev * v.B * v.H) + b0 * v.H;
+      if (v.gru) {  // W_hh h_prev + b_hh goes to `hidden`
         for (int64_t b = 0; b < rows; ++b)
-          for (int64_t j = 0; j < GH; ++j) hid[b * GH + j] = b_hh ? b_hh[j] : T(0);
+          for (int64_t j = 0; j < v.GH; ++j) hid[b * v.GH + j] = v.b_hh ? v.b_hh[j] : T(0);
       }
-      products.forward(rows, h_prev, gru ? hid : gates, 0, H);
-      const CellStep<T> step{r.mode, rows, H, G, gates, hid, h_prev,
-                             lstm ? (s == 0 ? c0 : extra + t_prev * B * H) + b0 * H : nullptr,
-                             hs + (t * B + b0) * H, extra ? extra + (t * B + b0) * H : nullptr};
-      forward_units<T>(step, 0, H);
+      products.forward(rows, h_prev, v.gru ? hid : gates, 0, v.H);
+      const CellStep<T> step{r.mode, rows, v.H, v.G, gates, hid, h_prev,
+                             v.lstm ? (s == 0 ? v.c0 : v.extra + t_prev * v.B * v.H) + b0 * v.H : nullptr,
+                             v.hs + (t * v.B + b0) * v.H, v.extra ? v.extra + (t * v.B + b0) * v.H : nullptr};
+      forward_units<T>(step, 0, v.H);
     }
   });
 }
 
 template <typename T>
 void backward_recurrence_rows(const RnnRecurrenceBackward& r, int threads) {
-  const int64_t T_ = r.acts.size(0), B = r.acts.size(1), H = r.hs.size(2), G = rnn_gates(r.mode), GH = G * H;
-  const bool gru = r.mode == RnnMode::Gru, lstm = r.mode == RnnMode::Lstm;
-  const T* acts = ptr<T>(r.acts);
-  const T* hs = ptr<T>(r.hs);
-  const T* extra = ptr<T>(r.extra);
-  const T* h0 = ptr<T>(r.h0);
-  const T* c0 = ptr<T>(r.c0);
-  const T* grad_out = ptr<T>(r.grad_out);
-  const int64_t go_t = r.grad_out.defined() ? r.grad_out.stride(0) : 0;
-  const int64_t go_row = r.grad_out.defined() ? r.grad_out.stride(1) : 0;
-  T* dh = ptr<T>(r.dh);
-  T* dc = ptr<T>(r.dc);
-  T* d_gates = ptr<T>(r.d_gates);
-  T* d_hidden = ptr<T>(r.d_hidden);
-  StepProducts<T> products(true, ptr<T>(r.w_hh), G, H, 0, H, T_, true);
-  on_threads(threads, [&](int p, int np) {
-    products.pack_share(p, np);
-    barrier(np);  // every panel packed
-    const auto [b0, b1] = unit_range(p, np, B);
+  const BackwardView<T> v(r);
+  StepProducts<T> products(true, v.w, v.G, v.H, 0, v.H, v.T_, true);
+  on_row_shares(threads, v.B, products, [&](int64_t b0, int64_t b1) {
     const int64_t rows = b1 - b0;
-    if (rows <= 0) return;
-    for (int64_t s = 0; s < T_; ++s) {
-      const int64_t t = r.reverse ? s : T_ - 1 - s, t_prev = r.reverse ? t + 1 : t - 1;
-      const bool first = s == T_ - 1;  // the forward's first step: h_prev is h0
-      const int64_t at = t * B + b0;   // row b0 of step t
-      const CellGradStep<T> step{r.mode, rows, H, G, acts + at * GH,
-                                 grad_out ? grad_out + t * go_t + b0 * go_row : nullptr, go_row, dh + b0 * H,
-                                 lstm ? dc + b0 * H : nullptr, (first ? h0 : hs + t_prev * B * H) + b0 * H,
-                                 lstm ? (first ? c0 : extra + t_prev * B * H) + b0 * H : nullptr, hs + at * H,
-                                 extra ? extra + at * H : nullptr, d_gates + at * GH, d_hidden + at * GH};
-      backward_units<T>(step, 0, H);
+    for (int64_t s = 0; s < v.T_; ++s) {
+      const int64_t t = r.reverse ? s : v.T_ - 1 - s, t_prev = r.reverse ? t + 1 : t - 1;
+      const bool first = s == v.T_ - 1;  // the forward's first step: h_prev is h0
+      const int64_t at = t * v.B + b0;   // row b0 of step t
+      const int64_t prev = t_prev * v.B + b0;  // row b0 of the step before (in the forward's order)
+      const CellGradStep<T> step{r.mode, rows, v.H, v.G, v.acts + at * v.GH,
+                                 v.grad_out ? v.grad_out + t * v.go_t + b0 * v.go_row : nullptr, v.go_row,
+                                 v.dh + b0 * v.H, v.lstm ? v.dc + b0 * v.H : nullptr,
+                                 first ? v.h0 + b0 * v.H : v.hs + prev * v.H,
+                                 v.lstm ? (first ? v.c0 + b0 * v.H : v.extra + prev * v.H) : nullptr, v.hs + at * v.H,
+                                 v.extra ? v.extra + at * v.H : nullptr, v.d_gates + at * v.GH, v.d_hidden + at * v.GH};
+      backward_units<T>(step, 0, v.H);
       // dh_{t-1} of these rows = dHidden_t W_hh (GRU: + z * dh_t, which the cell step left in dh).
-      products.backward(rows, d_hidden + at * GH, dh + b0 * H, 0, H, gru);
+      products.backward(rows, v.d_hidden + at * v.GH, v.dh + b0 * v.H, 0, v.H, v.gru);
     }
   });
 }
@@ -565,40 +579,32 @@ template <typename T>
 void forward_recurrence(const RnnRecurrence& r) {
   if (const int threads = batch_split_threads(r.acts.size(1), rnn_gates(r.mode), r.hs.size(2)))
     return forward_recurrence_rows<T>(r, threads);
-  const int64_t T_ = r.acts.size(0), B = r.acts.size(1), H = r.hs.size(2), G = rnn_gates(r.mode), GH = G * H;
-  const bool gru = r.mode == RnnMode::Gru, lstm = r.mode == RnnMode::Lstm;
-  T* acts = ptr<T>(r.acts);
-  T* hs = ptr<T>(r.hs);
-  T* extra = ptr<T>(r.extra);
-  const T* h0 = ptr<T>(r.h0);
-  const T* c0 = ptr<T>(r.c0);
-  const T* w = ptr<T>(r.w_hh);
-  const T* b_hh = ptr<T>(r.b_hh);
-  at::Tensor hidden_t = gru ? at::empty({B, GH}, r.acts.options()) : at::Tensor();
+  const ForwardView<T> v(r);
+  at::Tensor hidden_t = v.gru ? at::empty({v.B, v.GH}, r.acts.options()) : at::Tensor();
   T* hidden = ptr<T>(hidden_t);
   Pacer pacer;
-  on_threads(recurrence_threads(B, G, H), [&](int p, int np) {
-    auto [u0, u1] = unit_range(p, np, H);
-    const StepProducts<T> products(false, w, G, H, u0, u1, T_);
-    for (int64_t s = 0; s < T_; ++s) {
+  on_threads(recurrence_threads(v.B, v.G, v.H), [&](int p, int np) {
+    auto [u0, u1] = unit_range(p, np, v.H);
+    const StepProducts<T> products(false, v.w, v.G, v.H, u0, u1, v.T_);
+    for (int64_t s = 0; s < v.T_; ++s) {
       pacer.start_step(p);
       const int64_t n = u1 - u0;
-      const int64_t t = r.reverse ? T_ - 1 - s : s, t_prev = r.reverse ? t + 1 : t - 1;
-      T* gates = acts + t * B * GH;
-      const T* h_prev = s == 0 ? h0 : hs + t_prev * B * H;
+      const int64_t t = r.reverse ? v.T_ - 1 - s : s, t_prev = r.reverse ? t + 1 : t - 1;
+      T* gates = v.acts + t * v.B * v.GH;
+      const T* h_prev = s == 0 ? v.h0 : v.hs + t_prev * v.B * v.H;
       if (n > 0) {
         // The hidden projection of this thread's units, gate by gate (all gates at once when one thread
         // owns every unit): into the gates (beta 1), or for GRU into `hidden`, started at b_hh.
-        T* out = gru ? hidden : gates;
-        if (gru) {
-          for (int64_t b = 0; b < B; ++b)
-            for (int64_t g = 0; g < G; ++g)
-              for (int64_t j = u0; j < u1; ++j) out[b * GH + g * H + j] = b_hh ? b_hh[g * H + j] : T(0);
+        T* out = v.gru ? hidden : gates;
+        if (v.gru) {
+          for (int64_t b = 0; b < v.B; ++b)
+            for (int64_t g = 0; g < v.G; ++g)
+              for (int64_t j = u0; j < u1; ++j) out[b * v.GH + g * v.H + j] = v.b_hh ? v.b_hh[g * v.H + j] : T(0);
         }
-        products.forward(B, h_prev, out, u0, u1);
-        const CellStep<T> step{r.mode, B, H, G, gates, hidden, h_prev,
-                               lstm ? (s == 0 ? c0 : extra + t_prev * B * H) : nullptr, hs + t * B * H,
-                               extra ? extra + t * B * H : nullptr};
+        products.forward(v.B, h_prev, out, u0, u1);
+        const CellStep<T> step{r.mode, v.B, v.H, v.G, gates, hidden, h_prev,
+                               v.lstm ? (s == 0 ? v.c0 : v.extra + t_prev * v.B * v.H) : nullptr, v.hs + t * v.B * v.H,
+                               v.extra ? v.extra + t * v.B * v.H : nullptr};
         forward_units<T>(step, u0, u1);
       }
       if (np > 1) {
@@ -607,7 +613,7 @@ void forward_recurrence(const RnnRecurrence& r) {
         if (pacer.after_barrier(p, s)) {
           if (p != 0) break;
           np = 1;
-          std::tie(u0, u1) = unit_range(0, 1, H);
+          std::tie(u0, u1) = unit_range(0, 1, v.H);
         }
       }
     }
@@ -618,69 +624,56 @@ template <typename T>
 void backward_recurrence(const RnnRecurrenceBackward& r) {
   if (const int threads = batch_split_threads(r.acts.size(1), rnn_gates(r.mode), r.hs.size(2)))
     return backward_recurrence_rows<T>(r, threads);
-  const int64_t T_ = r.acts.size(0), B = r.acts.size(1), H = r.hs.size(2), G = rnn_gates(r.mode), GH = G * H;
-  const bool gru = r.mode == RnnMode::Gru, lstm = r.mode == RnnMode::Lstm;
-  const T* acts = ptr<T>(r.acts);
-  const T* hs = ptr<T>(r.hs);
-  const T* extra = ptr<T>(r.extra);
-  const T* h0 = ptr<T>(r.h0);
-  const T* c0 = ptr<T>(r.c0);
-  const T* w = ptr<T>(r.w_hh);
-  const T* grad_out = ptr<T>(r.grad_out);
-  const int64_t go_t = r.grad_out.defined() ? r.grad_out.stride(0) : 0;
-  const int64_t go_row = r.grad_out.defined() ? r.grad_out.stride(1) : 0;
-  T* dh = ptr<T>(r.dh);
-  T* dc = ptr<T>(r.dc);
-  T* d_gates = ptr<T>(r.d_gates);
-  T* d_hidden = ptr<T>(r.d_hidden);
-  const int threads = recurrence_threads(B, G, H);
+  const BackwardView<T> v(r);
+  const int threads = recurrence_threads(v.B, v.G, v.H);
   // Each thread's partial dh_{t-1} (B, H), two sets used by turns so that one barrier per step suffices.
-  at::Tensor partial_t = at::empty({2, threads, B, H}, r.acts.options());
+  at::Tensor partial_t = at::empty({2, threads, v.B, v.H}, r.acts.options());
   T* partial = ptr<T>(partial_t);
   Pacer pacer;
   on_threads(threads, [&](int p, int np) {
-    auto [u0, u1] = unit_range(p, np, H);
+    auto [u0, u1] = unit_range(p, np, v.H);
     int np_prev = np;  // how many partials the previous step wrote
-    const StepProducts<T> products(true, w, G, H, u0, u1, T_);
+    const StepProducts<T> products(true, v.w, v.G, v.H, u0, u1, v.T_);
     // dh for this thread's units: the sum of the previous step's partials (+ z * dh for GRU, already in dh).
     // Row by row over whole vectors: the other threads' partials arrive from their caches, and
     // contiguous loads let those transfers overlap (one scalar sum per unit waited on each).
     auto gather = [&](const T* parts) {
       const int64_t n = u1 - u0;
-      for (int64_t b = 0; b < B; ++b) {
-        T* __restrict out = dh + b * H + u0;
-        const T* __restrict first_part = parts + b * H + u0;
-        if (gru) {
+      for (int64_t b = 0; b < v.B; ++b) {
+        T* __restrict out = v.dh + b * v.H + u0;
+        const T* __restrict first_part = parts + b * v.H + u0;
+        if (v.gru) {
           for (int64_t j = 0; j < n; ++j) out[j] += first_part[j];
         } else {
           for (int64_t j = 0; j < n; ++j) out[j] = first_part[j];
         }
         for (int q = 1; q < np_prev; ++q) {
-          const T* __restrict part = parts + (q * B + b) * H + u0;
+          const T* __restrict part = parts + (q * v.B + b) * v.H + u0;
           for (int64_t j = 0; j < n; ++j) out[j] += part[j];
         }
       }
     };
-    for (int64_t s = 0; s < T_; ++s) {
+    for (int64_t s = 0; s < v.T_; ++s) {
       pacer.start_step(p);
       const int64_t n = u1 - u0;
-      const int64_t t = r.reverse ? s : T_ - 1 - s, t_prev = r.reverse ? t + 1 : t - 1;
-      const bool first = s == T_ - 1;  // the forward's first step: h_prev is h0
-      T* mine = partial + ((s & 1) * threads + p) * B * H;
-      if (s > 0) gather(partial + ((s - 1) & 1) * threads * B * H);
+      const int64_t t = r.reverse ? s : v.T_ - 1 - s, t_prev = r.reverse ? t + 1 : t - 1;
+      const bool first = s == v.T_ - 1;  // the forward's first step: h_prev is h0
+      T* mine = partial + ((s & 1) * threads + p) * v.B * v.H;
+      if (s > 0) gather(partial + ((s - 1) & 1) * threads * v.B * v.H);
       np_prev = np;
       if (n > 0) {
-        const CellGradStep<T> step{r.mode, B, H, G, acts + t * B * GH,
-                                   grad_out ? grad_out + t * go_t : nullptr, go_row, dh, dc,
-                                   first ? h0 : hs + t_prev * B * H,
-                                   lstm ? (first ? c0 : extra + t_prev * B * H) : nullptr, hs + t * B * H,
-                                   extra ? extra + t * B * H : nullptr, d_gates + t * B * GH,
-                                   d_hidden + t * B * GH};
+        const CellGradStep<T> step{r.mode, v.B, v.H, v.G, v.acts + t * v.B * v.GH,
+                                   v.grad_out ? v.grad_out + t * v.go_t : nullptr, v.go_row, v.dh, v.dc,
+                                   first ? v.h0 : v.hs + t_prev * v.B * v.H,
+                                   v.lstm ? (first ? v.c0 : v.extra + t_prev * v.B * v.H) : nullptr,
+                                   v.hs + t * v.B * v.H,
+                                   v.extra ? v.extra + t * v.B * v.H : nullptr, v.d_gates + t * v.B * v.GH,
+                                   v.d_hidden + t * v.B * v.GH};
         backward_units<T>(step, u0, u1);
-        const T* dhid = d_hidden + t * B * GH;
-        products.backward(B, dhid, mine, u0, u1);
+        const T* dhid = v.d_hidden + t * v.B * v.GH;
+        products.backward(v.B, dhid, mine, u0, u1);
       } else {
-        std::fill(mine, mine + B * H, T(0));
+        std::fill(mine, mine + v.B * v.H, T(0));
       }
       if (np > 1) {
         pacer.before_barrier(p, s);
@@ -688,11 +681,11 @@ void backward_recurrence(const RnnRecurrenceBackward& r) {
         if (pacer.after_barrier(p, s)) {
           if (p != 0) return;  // thread 0 sums this step's partials and goes on alone
           np = 1;
-          std::tie(u0, u1) = unit_range(0, 1, H);
+          std::tie(u0, u1) = unit_range(0, 1, v.H);
         }
       }
     }
-    gather(partial + ((T_ - 1) & 1) * threads * B * H);  // the gradient of h0
+    gather(partial + ((v.T_ - 1) & 1) * threads * v.B * v.H);  // the gradient of h0
   });
 }
 
