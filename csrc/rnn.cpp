@@ -498,7 +498,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_back
       }
       // dW_hh = sum_t dHidden_t^T h_prev(t): the steps after the first pair with the h of the step before.
       at::Tensor& gw_hh = grad_weights[base + 1];
-      if (g.T > 1) {
+      if (kernels.hidden_weight_grad && kernels.hidden_weight_grad(d_hidden, hs, h0[idx], d == 1, gw_hh)) {
+        // done by the device's kernel
+      } else if (g.T > 1) {
         const int64_t rows = (g.T - 1) * g.B;
         const at::Tensor later = d_hidden.narrow(0, d == 0 ? 1 : 0, g.T - 1).reshape({rows, g.G * g.H});
         const at::Tensor prev = hs.narrow(0, d == 0 ? 0 : 1, g.T - 1).reshape({rows, g.P});

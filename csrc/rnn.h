@@ -96,6 +96,10 @@ struct RnnPointwise {
   void (*backward)(const RnnStepBackward&);
   void (*forward_recurrence)(const RnnRecurrence&) = nullptr;
   void (*backward_recurrence)(const RnnRecurrenceBackward&) = nullptr;
+  // grad_w_hh (G H, P) = sum_t d_hidden[t]^T h_prev(t) for one direction (d_hidden (T, B, G H), hs
+  // (T, B, P), h0 (B, P): the h before the direction's first step); false: not done, use at::mm.
+  bool (*hidden_weight_grad)(const at::Tensor& d_hidden, const at::Tensor& hs, const at::Tensor& h0, bool reverse,
+                             at::Tensor& grad_w_hh) = nullptr;
 };
 
 // The layer ops, generic over the device (csrc/rnn.cpp).

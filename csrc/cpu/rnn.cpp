@@ -29,6 +29,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <tuple>
@@ -236,10 +237,13 @@ inline bool available() {
 
 // C (rows <= 8, cols <= 32; row stride ldc) = [C +] A (rows, K; lda) @ panel (K, 32); with segs > 1,
 // the sum over s < segs of A_s @ panel_s, A_s = A + s * a_seg (K columns each) and panel_s the s-th
-// (K, 32) block of the panel: the gates' products of the backward, summed in registers.
+// (K, 32) block of the panel: the gates' products of the backward, summed in registers. With
+// kTransA, A is given transposed: element (r, k) at A[k * lda + r] (the weight gradient's dG^T).
+template <bool kTransA = false>
 __attribute__((target("avx512f"))) void tile(int64_t rows, int64_t cols, int64_t K, const float* A, int64_t lda,
                                              const float* panel, float* C, int64_t ldc, bool accumulate,
                                              int64_t segs = 1, int64_t a_seg = 0) {
+  const auto a = [lda](const float* As, int64_t r, int64_t k) { return kTransA ? As[k * lda + r] : As[r * lda + k]; };
   const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
   const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1) : 0;
   __m512 acc[8][2];
@@ -256,18 +260,18 @@ __attribute__((target("avx512f"))) void tile(int64_t rows, int64_t cols, int64_t
         const __m512 b0 = _mm512_loadu_ps(ps + k * 32), b1 = _mm512_loadu_ps(ps + k * 32 + 16);
 #pragma GCC unroll 8
         for (int64_t r = 0; r < 8; ++r) {
-          const __m512 a = _mm512_set1_ps(As[r * lda + k]);
-          acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
-          acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+          const __m512 ar = _mm512_set1_ps(a(As, r, k));
+          acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
+          acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
         }
       }
     } else {
       for (int64_t k = 0; k < K; ++k) {
         const __m512 b0 = _mm512_loadu_ps(ps + k * 32), b1 = _mm512_loadu_ps(ps + k * 32 + 16);
         for (int64_t r = 0; r < rows; ++r) {
-          const __m512 a = _mm512_set1_ps(As[r * lda + k]);
-          acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
-          acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+          const __m512 ar = _mm512_set1_ps(a(As, r, k));
+          acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
+          acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
         }
       }
     }
@@ -482,6 +486,81 @@ class Pacer {
   Clock::time_point mark_, arrive_;
   Clock::duration busy_{0}, wait_{0};
 };
+
+// dW_hh (G H, N) = sum_t dHidden_t^T h_prev(t) for one direction, on the AVX-512 tile: MKL's
+// AVX2 kernel runs this product (K = T B rows) at ~88 GFLOP/s a core here, the tile at ~130 (the
+// forward's steps). The h rows are packed once, in dHidden's row order, into panels of 32 columns;
+// threads split the G H rows of dW_hh (8 at a time) and walk K in blocks of kKBlock, so that a
+// block of the panels (kKBlock x N floats) and a thread's rows of dW_hh stay in its L2. Every
+// element sums its K terms in one fixed order: the result does not depend on the threads.
+// float32 on AVX-512F CPUs; returns false (nothing done) otherwise.
+bool hidden_weight_grad_cpu(const at::Tensor& d_hidden, const at::Tensor& hs, const at::Tensor& h0, bool reverse,
+                            at::Tensor& grad_w_hh) {
+#ifdef D2L_EXT_HAVE_AVX2
+  if (d_hidden.scalar_type() != at::kFloat || !avx512::available() || !d_hidden.is_contiguous() ||
+      !hs.is_contiguous() || !h0.is_contiguous() || !grad_w_hh.is_contiguous())
+    return false;
+  const int64_t T_ = d_hidden.size(0), B = d_hidden.size(1), M = d_hidden.size(2), N = hs.size(2), K = T_ * B;
+  if (K == 0 || N == 0) {  // an empty batch: a sum of no terms
+    grad_w_hh.zero_();
+    return true;
+  }
+  const int64_t panels = (N + 31) / 32;
+  const float* dg = d_hidden.const_data_ptr<float>();
+  const float* h = hs.const_data_ptr<float>();
+  const float* first = h0.const_data_ptr<float>();
+  float* C = grad_w_hh.data_ptr<float>();
+  // Row (t, b) of dHidden pairs with row b of the h before step t (h0 for the direction's first step).
+  auto h_row = [&](int64_t k) {
+    const int64_t t = k / B, b = k % B, t_prev = reverse ? t + 1 : t - 1;
+    return (t_prev < 0 || t_prev >= T_ ? first : h + t_prev * B * N) + b * N;
+  };
+  std::unique_ptr<float[]> packed = std::make_unique_for_overwrite<float[]>(static_cast<size_t>(panels * K * 32));
+  constexpr int64_t kKBlock = 256;
+  const int threads = at::in_parallel_region() ? 1 : static_cast<int>(std::min<int64_t>(at::get_num_threads(), M / 8));
+  on_threads(std::max(threads, 1), [&](int p, int np) {
+    const auto [k0_, k1_] = unit_range(p, np, K);  // pack a share of the rows
+    for (int64_t k = k0_; k < k1_; ++k) {
+      const float* src = h_row(k);
+      for (int64_t pn = 0; pn < panels; ++pn) {
+        float* dst = packed.get() + (pn * K + k) * 32;
+        const int64_t cols = std::min<int64_t>(32, N - pn * 32);
+        if (cols == 32) {
+          for (int64_t j = 0; j < 32; ++j) dst[j] = src[pn * 32 + j];
+        } else {
+          for (int64_t j = 0; j < 32; ++j) dst[j] = j < cols ? src[pn * 32 + j] : 0.0f;
+        }
+      }
+    }
+    barrier(np);  // every row packed
+    // 16 rows of dW_hh (two tiles) at a time; their K block of dHidden^T is copied into `a` first:
+    // in place its rows lie G H floats apart (4 KB for H = 256), all in the same few L1 sets.
+    std::array<float, kKBlock * 16> a;
+    const auto [m0, m1] = unit_range(p, np, M);
+    for (int64_t k0 = 0; k0 < K; k0 += kKBlock) {
+      const int64_t kn = std::min(kKBlock, K - k0);
+      for (int64_t m = m0; m < m1; m += 16) {
+        const int64_t rows = std::min<int64_t>(16, m1 - m);
+        for (int64_t k = 0; k < kn; ++k) {
+          const float* src = dg + (k0 + k) * M + m;
+          if (rows == 16) {
+            for (int64_t j = 0; j < 16; ++j) a[k * 16 + j] = src[j];  // a fixed count: vector moves, no call
+          } else {
+            for (int64_t j = 0; j < rows; ++j) a[k * 16 + j] = src[j];
+          }
+        }
+        for (int64_t pn = 0; pn < panels; ++pn)
+          for (int64_t r = 0; r < rows; r += 8)
+            avx512::tile<true>(std::min<int64_t>(8, rows - r), std::min<int64_t>(32, N - pn * 32), kn, &a[r], 16,
+                               packed.get() + (pn * K + k0) * 32, C + (m + r) * N + pn * 32, N, k0 > 0);
+      }
+    }
+  });
+  return true;
+#else
+  return false;
+#endif
+}
 
 // Raw views of a recurrence's tensors, shared by both splits.
 template <typename T>
@@ -748,7 +827,7 @@ void backward_step_cpu(const RnnStepBackward& s) {
 
 // Whole recurrences; the per-step functions serve the LSTM with a projection.
 constexpr RnnPointwise kCpuKernels{&forward_step_cpu, &backward_step_cpu, &forward_recurrence_cpu,
-                                   &backward_recurrence_cpu};
+                                   &backward_recurrence_cpu, &hidden_weight_grad_cpu};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_cpu(
     const at::Tensor& input, const at::Tensor& hx, const std::optional<at::Tensor>& cx, at::TensorList weights,
