@@ -1,6 +1,6 @@
 """Benchmark of ``d2l_ext.functional.cross_entropy`` against ``torch.nn.functional.cross_entropy``.
 
-N = 4096 rows of random logits (``randn * 2``) with C in {10, 1000, 32000}
+N = 4096 rows of random logits (``randn * 2``) with C in {10, 28, 1000, 32000}
 classes and random class-index targets, float32; on CUDA also bfloat16 at
 C = 32000. Each shape is timed fwd+bwd (``loss = cross_entropy(x, t)``, then
 ``torch.autograd.grad(loss, x)``) and forward only. ``--quick`` keeps C = 10.
@@ -23,7 +23,7 @@ from .common import Case, Timing, standard_impls
 
 OP = "cross_entropy"
 N = 4096
-CLASSES = (10, 1000, 32000)
+CLASSES = (10, 28, 1000, 32000)  # 28: the character language model's vocabulary
 QUICK_CLASSES = (10,)
 SCALE = 2.0  # logits ~ N(0, 2^2): a spread-out softmax, never all zeros
 # The Python fallback is slow: a shorter timing, and no timing at all when five
