@@ -487,9 +487,11 @@ class Pacer {
   Clock::duration busy_{0}, wait_{0};
 };
 
-// dW_hh (G H, N) = sum_t dHidden_t^T h_prev(t) for one direction, on the AVX-512 tile: MKL's
-// AVX2 kernel runs this product (K = T B rows) at ~88 GFLOP/s a core here, the tile at ~130 (the
-// forward's steps). The h rows are packed once, in dHidden's row order, into panels of 32 columns;
+// dW_hh (G H, N) = sum_t dHidden_t^T h_prev(t) for one direction, on the AVX-512 tile instead of
+// one MKL GEMM (which takes its AVX2 kernel on these AMD cores, ~88 GFLOP/s a core on this
+// product): the layer's backward went from 0.90 to 0.86 of torch's time (benchmarks/NOTES.md;
+// for the convolution's GEMMs the same tile was slower than MKL). The h rows are packed once, in
+// dHidden's row order, into panels of 32 columns;
 // threads split the G H rows of dW_hh (8 at a time) and walk K in blocks of kKBlock, so that a
 // block of the panels (kKBlock x N floats) and a thread's rows of dW_hh stay in its L2. Every
 // element sums its K terms in one fixed order: the result does not depend on the threads.
