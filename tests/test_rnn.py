@@ -1698,6 +1698,38 @@ def test_cpu_fast_paths_match_torch(case, one_hot):
 
 
 @requires_native
+@pytest.mark.parametrize("kind", ["gru", "lstm", "rnn_tanh"])
+def test_cpu_results_do_not_depend_on_the_thread_count(kind):
+    """A one-layer float32 layer on one-hot input (every product in d2l_ext's kernels, none in
+    MKL's) gives bit-identical outputs and gradients on one thread and on two, where two split
+    the batch (B = 32: 16 rows each): every element sums its terms in the same order."""
+    skip_unless_rnn_kernel("cpu")
+    T, B, In, H = 12, 32, 7, 64
+    x, hx, cx, params = layer_inputs(kind, T, B, In, H, 1, False, True, torch.float32, "cpu", seed=98)
+    x = torch.nn.functional.one_hot(torch.randint(In, (T, B), generator=_gen(99)), In).float()
+    lstm = kind == "lstm"
+
+    def run():
+        leaves = [t.detach().clone().requires_grad_() for t in (*([hx, cx] if lstm else [hx]), *params)]
+        c = leaves[1] if lstm else None
+        weights = leaves[1 + lstm :]
+        outs = call_layer(LAYER_FNS[kind], kind, x, leaves[0], c, weights, True, 1, 0.0, True, False, False)
+        loss = _random_linear_loss(outs, seed=100)
+        return [o.detach() for o in outs] + list(torch.autograd.grad(loss, leaves))
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run()
+        torch.set_num_threads(2)
+        two = run()
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b), (a - b).abs().max()
+
+
+@requires_native
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("kind", ["gru", "lstm"])

@@ -387,18 +387,16 @@ class StepProducts {
       gemm<T>(true, B, n, H_, h_prev, H_, w_ + (g * H_ + u0) * H_, H_, T(1), out + g * H_ + u0, GH);
   }
 
-  // mine = [mine +] the product (accumulate: onto what mine holds).
-  void backward(int64_t B, const T* d_hidden, T* mine, int64_t u0, int64_t u1, bool accumulate = false) const {
+  void backward(int64_t B, const T* d_hidden, T* mine, int64_t u0, int64_t u1) const {
     const int64_t GH = G_ * H_, n = u1 - u0;
     if constexpr (std::is_same_v<T, float>) {
       if (!packed_.empty() && u0 == u0_ && u1 == u1_) {
-        return packed_[0].multiply(B, d_hidden + u0, GH, mine, H_, accumulate, H_);
+        return packed_[0].multiply(B, d_hidden + u0, GH, mine, H_, false, H_);
       }
     }
-    const T beta = accumulate ? T(1) : T(0);
-    if (n == H_) return gemm<T>(false, B, H_, GH, d_hidden, GH, w_, H_, beta, mine, H_);
+    if (n == H_) return gemm<T>(false, B, H_, GH, d_hidden, GH, w_, H_, T(0), mine, H_);
     for (int64_t g = 0; g < G_; ++g)
-      gemm<T>(false, B, H_, n, d_hidden + g * H_ + u0, GH, w_ + (g * H_ + u0) * H_, H_, g == 0 ? beta : T(1), mine,
+      gemm<T>(false, B, H_, n, d_hidden + g * H_ + u0, GH, w_ + (g * H_ + u0) * H_, H_, g == 0 ? T(0) : T(1), mine,
               H_);
   }
 
@@ -638,6 +636,7 @@ void backward_recurrence_rows(const RnnRecurrenceBackward& r, int threads) {
   StepProducts<T> products(true, v.w, v.G, v.H, 0, v.H, v.T_, true);
   on_row_shares(threads, v.B, products, [&](int64_t b0, int64_t b1) {
     const int64_t rows = b1 - b0;
+    std::vector<T> product(v.gru ? static_cast<size_t>(rows * v.H) : 0);  // GRU: dHidden_t W_hh of these rows
     for (int64_t s = 0; s < v.T_; ++s) {
       const int64_t t = r.reverse ? s : v.T_ - 1 - s, t_prev = r.reverse ? t + 1 : t - 1;
       const bool first = s == v.T_ - 1;  // the forward's first step: h_prev is h0
@@ -650,8 +649,16 @@ void backward_recurrence_rows(const RnnRecurrenceBackward& r, int threads) {
                                  v.lstm ? (first ? v.c0 + b0 * v.H : v.extra + prev * v.H) : nullptr, v.hs + at * v.H,
                                  v.extra ? v.extra + at * v.H : nullptr, v.d_gates + at * v.GH, v.d_hidden + at * v.GH};
       backward_units<T>(step, 0, v.H);
-      // dh_{t-1} of these rows = dHidden_t W_hh (GRU: + z * dh_t, which the cell step left in dh).
-      products.backward(rows, v.d_hidden + at * v.GH, v.dh + b0 * v.H, 0, v.H, v.gru);
+      // dh_{t-1} of these rows = dHidden_t W_hh (GRU: + z * dh_t, which the cell step left in dh;
+      // the product is added after it is summed, as the unit split does, so that the result does
+      // not depend on the number of threads).
+      T* dh_rows = v.dh + b0 * v.H;
+      if (!v.gru) {
+        products.backward(rows, v.d_hidden + at * v.GH, dh_rows, 0, v.H);
+        continue;
+      }
+      products.backward(rows, v.d_hidden + at * v.GH, product.data(), 0, v.H);
+      for (int64_t i = 0; i < rows * v.H; ++i) dh_rows[i] += product[i];
     }
   });
 }
