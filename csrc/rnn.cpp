@@ -204,11 +204,6 @@ at::Tensor& gather_columns(at::Tensor& out, const at::Tensor& w_ih, const at::Te
   return out;
 }
 
-// The backward of gather_columns: grad_w (G H, I) = dG^T x for one-hot rows x, i.e. row r of dG
-// (N, G H) added to column pos[r]; and, when grad_b is defined, grad_b (G H) = the sum of dG's rows,
-// in the same pass over dG. Threads split the G H columns, so no two write the same element. The
-// bias sums all N = T * B rows: they accumulate in double; a weight column only the rows of its
-// token, in the tensor's type (as index_add would).
 #ifdef D2L_EXT_HAVE_AVX2
 // scatter_rows' float32 inner loop on AVX2, for 64 columns (eight vectors) at a time: each row of
 // the block [r0, r1) goes to the row of g its token picks; the block's sum stays in registers (in
@@ -253,6 +248,11 @@ int64_t scatter_block_fast<float>(const float* d, int64_t C, const int64_t* pos,
 }
 #endif
 
+// The backward of gather_columns: grad_w (G H, I) = dG^T x for one-hot rows x, i.e. row r of dG
+// (N, G H) added to column pos[r]; and, when grad_b is defined, grad_b (G H) = the sum of dG's rows,
+// in the same pass over dG. Threads split the G H columns, so no two write the same element. The
+// bias sums all N = T * B rows: they accumulate in double; a weight column only the rows of its
+// token, in the tensor's type (as index_add would).
 void scatter_rows(const at::Tensor& dg2, const at::Tensor& pos, int64_t I, at::Tensor& grad_w, at::Tensor* grad_b) {
   const int64_t N = dg2.size(0), C = dg2.size(1);
   const int64_t* p = pos.data_ptr<int64_t>();

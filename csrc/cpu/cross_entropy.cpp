@@ -168,6 +168,16 @@ inline void backward_block8(const CEParams<float>& p, int64_t row, const float* 
 // (the book's MNIST has 10 classes, its character language models 28).
 constexpr int64_t kFewClasses = 64;
 
+// Which block path rows [row, row + 8) of [row, end) take: eight positions of one spatial example,
+// or eight contiguous rows of few classes (both float32, class targets, AVX2).
+inline bool spatial_block8(const CEParams<float>& p, int64_t row, int64_t end) {
+  const int64_t S = p.shape.S;
+  return p.target && S >= 8 && row % S <= S - 8 && row + 8 <= end && cpu::avx2::cpu_has_avx2();
+}
+inline bool few_classes_block8(const CEParams<float>& p, int64_t row, int64_t end) {
+  return p.target && p.shape.S == 1 && p.shape.C < kFewClasses && row + 8 <= end && cpu::avx2::cpu_has_avx2();
+}
+
 #endif
 
 
@@ -183,13 +193,13 @@ Sums forward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, scala
 #ifdef D2L_EXT_HAVE_AVX2
     if constexpr (std::is_same_v<scalar_t, float>) {
       // Spatial input: eight positions at a time, vectorised across positions.
-      if (p.target && S >= 8 && row % S <= S - 8 && row + 8 <= end && cpu::avx2::cpu_has_avx2()) {
+      if (spatial_block8(p, row, end)) {
         forward_block8(p, row, p.input + p.offset(row), S, loss, lse_out, sums);
         row += 7;
         continue;
       }
       // Few classes: eight rows at a time, transposed.
-      if (p.target && S == 1 && C < kFewClasses && row + 8 <= end && cpu::avx2::cpu_has_avx2()) {
+      if (few_classes_block8(p, row, end)) {
         float block[kFewClasses * 8];
         cpu::avx2::rows_to_block8(p.input + row * C, C, block);
         forward_block8(p, row, block, 8, loss, lse_out, sums);
@@ -255,13 +265,13 @@ void backward_rows(const CEParams<scalar_t>& p, int64_t begin, int64_t end, cons
   for (int64_t row = begin; row < end; ++row) {
 #ifdef D2L_EXT_HAVE_AVX2
     if constexpr (std::is_same_v<scalar_t, float>) {
-      if (p.target && S >= 8 && row % S <= S - 8 && row + 8 <= end && cpu::avx2::cpu_has_avx2()) {
+      if (spatial_block8(p, row, end)) {
         const int64_t off = p.offset(row);
         backward_block8(p, row, p.input + off, grad + off, S, lse, grad_loss, grad_per_row, grad_scale);
         row += 7;
         continue;
       }
-      if (p.target && S == 1 && C < kFewClasses && row + 8 <= end && cpu::avx2::cpu_has_avx2()) {
+      if (few_classes_block8(p, row, end)) {
         float block[kFewClasses * 8], out[kFewClasses * 8];
         cpu::avx2::rows_to_block8(p.input + row * C, C, block);
         backward_block8(p, row, block, out, 8, lse, grad_loss, grad_per_row, grad_scale);

@@ -489,8 +489,8 @@ class Pacer {
 // one MKL GEMM (which takes its AVX2 kernel on these AMD cores, ~88 GFLOP/s a core on this
 // product): the layer's backward went from 0.90 to 0.86 of torch's time (benchmarks/NOTES.md;
 // for the convolution's GEMMs the same tile was slower than MKL). The h rows are packed once, in
-// dHidden's row order, into panels of 32 columns;
-// threads split the G H rows of dW_hh (8 at a time) and walk K in blocks of kKBlock, so that a
+// dHidden's row order, into panels of 32 columns; threads split the G H rows of dW_hh (8 at a
+// time) and walk K in blocks of kKBlock, so that a
 // block of the panels (kKBlock x N floats) and a thread's rows of dW_hh stay in its L2. Every
 // element sums its K terms in one fixed order: the result does not depend on the threads.
 // float32 on AVX-512F CPUs; returns false (nothing done) otherwise.
@@ -518,7 +518,7 @@ bool hidden_weight_grad_cpu(const at::Tensor& d_hidden, const at::Tensor& hs, co
   std::unique_ptr<float[]> packed = std::make_unique_for_overwrite<float[]>(static_cast<size_t>(panels * K * 32));
   constexpr int64_t kKBlock = 256;
   const int threads = at::in_parallel_region() ? 1 : static_cast<int>(std::min<int64_t>(at::get_num_threads(), M / 8));
-  on_threads(std::max(threads, 1), [&](int p, int np) {
+  on_threads(threads, [&](int p, int np) {
     const auto [k0_, k1_] = unit_range(p, np, K);  // pack a share of the rows
     for (int64_t k = k0_; k < k1_; ++k) {
       const float* src = h_row(k);
@@ -724,7 +724,7 @@ void backward_recurrence(const RnnRecurrenceBackward& r) {
     const StepProducts<T> products(true, v.w, v.G, v.H, u0, u1, v.T_);
     // dh for this thread's units: the sum of the previous step's partials (+ z * dh for GRU, already in dh).
     // Row by row over whole vectors: the other threads' partials arrive from their caches, and
-    // contiguous loads let those transfers overlap (one scalar sum per unit waited on each).
+    // contiguous loads let those transfers overlap (a scalar loop waited on each in turn).
     auto gather = [&](const T* parts) {
       const int64_t n = u1 - u0;
       for (int64_t b = 0; b < v.B; ++b) {
