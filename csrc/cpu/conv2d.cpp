@@ -31,13 +31,17 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string>
 #include <tuple>
-
+#include <utility>
 #include <vector>
+
+#include <immintrin.h>
 
 #include "../conv2d.h"
 #include "../finite.h"
@@ -54,6 +58,7 @@ namespace direct {
 #undef D2L_DIRECT_WOB
 #undef D2L_DIRECT_MAX_OB
 #undef D2L_DIRECT_NS
+#include "conv2d_tiles.h"
 #pragma GCC pop_options
 
 #pragma GCC push_options
@@ -81,10 +86,13 @@ struct Kernel {
   int64_t max_ob = 0;
   WeightFn weight = nullptr;
   int64_t weight_ob = 0;
+  bool tiles = false;  // the AVX-512 tiles of conv2d_tiles.h for the wide layers
 };
 
-// D2L_EXT_DIRECT_CONV=off turns the direct kernel off, =avx2 picks the AVX2
-// copy on an AVX-512 CPU (the tests run both copies on one machine).
+// D2L_EXT_DIRECT_CONV=off turns the direct kernels off (im2col + GEMM for
+// every layer), =avx2 picks the AVX2 copy on an AVX-512 CPU (no tiles: the
+// tests run every path on one machine), =notiles keeps the AVX-512 copy for
+// few channels but gives the wide layers to im2col.
 inline Kernel kernel() {
   static const Kernel k = [] {
     __builtin_cpu_init();
@@ -92,7 +100,7 @@ inline Kernel kernel() {
     const std::string choice = env ? env : "";
     if (choice == "off") return Kernel{};
     if (choice != "avx2" && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) {
-      return Kernel{&avx512::image, 16, &avx512::weight_image, 4};
+      return Kernel{&avx512::image, 16, &avx512::weight_image, 4, choice != "notiles"};
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
       return Kernel{&avx2::image, 4, &avx2::weight_image, 1};
@@ -132,6 +140,14 @@ namespace {
 bool direct_fits(const ConvGeometry& g, const at::Tensor& input, int64_t out_channels) {
   return input.scalar_type() == at::kFloat && g.groups == 1 && g.sh == 1 && g.sw == 1 && g.dh == 1 &&
          g.dw == 1 && out_channels <= 16 && g.K() <= 512 && direct::kernel().fn != nullptr;
+}
+
+// The tiles take the other float32 stride-1, dilation-1, ungrouped
+// convolutions with a window of more than one tap (a 1x1 layer is one GEMM
+// without a copy already); their weight gradient windows up to 11 wide.
+bool tiles_fit(const ConvGeometry& g, const at::Tensor& input) {
+  return input.scalar_type() == at::kFloat && g.groups == 1 && g.sh == 1 && g.sw == 1 && g.dh == 1 &&
+         g.dw == 1 && g.kh * g.kw > 1 && g.N > 0 && direct::kernel().tiles;
 }
 
 // at::parallel_for's worker threads do not inherit the caller's
@@ -286,6 +302,15 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_, const
              ob, b.const_data_ptr<float>(), y + n * g.O * g.L(), g.OH, g.OW, scratch);
       }
     });
+  } else if (tiles_fit(g, input)) {
+    const at::Tensor xp = at::constant_pad_nd(input, {g.pw, g.pw, g.ph, g.ph}, 0);
+    const int64_t blocks = (g.O + 15) / 16;
+    const at::Tensor wp = at::empty({blocks, g.K(), 16}, input.options());
+    direct::tiles::pack_forward(weight.const_data_ptr<float>(), g.O, g.C, g.kh * g.kw, wp.data_ptr<float>());
+    at::Tensor b = at::zeros({blocks * 16}, input.options());
+    if (has_bias) b.narrow(0, 0, g.O).copy_(bias);
+    direct::tiles::forward(xp.const_data_ptr<float>(), g.N, g.C, xp.size(2), xp.size(3), g.kh, g.kw,
+                           wp.const_data_ptr<float>(), b.const_data_ptr<float>(), g.O, out.data_ptr<float>());
   } else if (g.N > 0) {
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "d2l_ext_conv2d_cpu", [&] {
       at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
@@ -357,6 +382,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
       }
     });
     output_mask[0] = false;  // done; what is left below is the weight gradient
+  }
+  at::Tensor wp_input;  // the tiles' packed weights for the input gradient, when they take it
+  if (output_mask[0] && tiles_fit(g, input) && g.ph < g.kh && g.pw < g.kw) {
+    wp_input = at::empty({(g.C + 15) / 16, g.O * g.kh * g.kw, 16}, input.options());
+    if (!direct::tiles::pack_input_grad(weight.const_data_ptr<float>(), g.O, g.C, g.kh * g.kw,
+                                        wp_input.data_ptr<float>())) {
+      wp_input = at::Tensor();  // an inf or NaN weight: the GEMM path below
+    }
+  }
+  if (wp_input.defined()) {
+    // The same convolution of grad_output, padded by (kh - 1 - ph, kw - 1 - pw), on the tiles.
+    const at::Tensor gyp =
+        at::constant_pad_nd(gy, {g.kw - 1 - g.pw, g.kw - 1 - g.pw, g.kh - 1 - g.ph, g.kh - 1 - g.ph}, 0);
+    const at::Tensor zero_bias = at::zeros({wp_input.size(0) * 16}, input.options());
+    grad_input = at::empty_like(input, at::MemoryFormat::Contiguous);
+    direct::tiles::forward(gyp.const_data_ptr<float>(), g.N, g.O, gyp.size(2), gyp.size(3), g.kh, g.kw,
+                           wp_input.const_data_ptr<float>(), zero_bias.const_data_ptr<float>(), g.C,
+                           grad_input.data_ptr<float>());
+    output_mask[0] = false;
   } else if (output_mask[0]) {
     grad_input = at::zeros_like(input);
   }
@@ -380,6 +424,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     });
     // (C, kh, kw, Opad) -> (O, C, kh, kw)
     grad_weight = partial.sum({0, 5}).narrow(3, 0, g.O).permute({3, 0, 1, 2}).contiguous().view({g.O, g.K()});
+    output_mask[1] = false;
+  } else if (output_mask[1] && tiles_fit(g, input) && g.kw <= direct::tiles::kMaxKw) {
+    // grad_output in blocks of 16 channels, (O / 16, N * OH * OW, 16), for the tiles' vector loads.
+    const int64_t blocks = (g.O + 15) / 16;
+    const at::Tensor gb = at::empty({blocks, g.N * g.L(), 16}, input.options());
+    direct::tiles::block_output_grad(gy.const_data_ptr<float>(), g.N, g.O, g.L(), gb.data_ptr<float>());
+    const at::Tensor xp = at::constant_pad_nd(input, {g.pw, g.pw, g.ph, g.ph}, 0);
+    grad_weight = at::empty({g.O, g.K()}, weight.options());
+    direct::tiles::weight(xp.const_data_ptr<float>(), g.N, g.C, xp.size(2), xp.size(3), g.kh, g.kw,
+                                  gb.const_data_ptr<float>(), g.O, grad_weight.data_ptr<float>());
     output_mask[1] = false;
   }
   if (g.N > 0 && (output_mask[0] || output_mask[1])) {

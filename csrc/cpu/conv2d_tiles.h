@@ -1,0 +1,312 @@
+// Direct convolution with the output channels in the vector lanes: the CPU
+// kernels for the wide float32 layers (ResNet's and GoogLeNet's 3x3 and 5x5
+// convolutions, stride 1), where im2col + BLAS runs at ~80 GFLOP/s a core and
+// oneDNN's blocked kernels at ~120.
+//
+// Included once by conv2d.cpp inside `#pragma GCC target("avx512f,...")`
+// (namespace d2l_ext::direct::tiles); AVX-512 only: its 32 registers hold the
+// 24-28 accumulators of a tile. Without AVX-512 these layers keep im2col.
+//
+// Forward (and the input gradient, the same product on the zero-padded output
+// gradient with rotated, channel-swapped weights). A tile is 16 output
+// channels (one register) x R output rows x Q output columns, R * Q <= 28
+// accumulator registers. The rows are any R rows of the (n, oy) rows of the
+// output, each with its own pointer into the zero-padded input, so a tile of
+// a 3 x 3 output (ResNet's last stage) spans images. For every (c, ky, kx)
+// tap: one load of 16 weights, then R * Q fused multiply-adds, each with an
+// input broadcast from memory: no im2col copy, one load per FMA from L1.
+//
+// Weight gradient. gw[o][c][ky][kx] = sum over (n, oy, ox) of gy[n][o][oy][ox]
+// * xp[n][c][oy + ky][ox + kx]: a tile is 16 output channels x RT (channel,
+// ky) pairs x KW taps kx, RT * KW <= 28 accumulators; per output position
+// one load of 16 output-gradient values (gy copied once into (O/16, N*OH*OW,
+// 16) blocks) feeds RT * KW FMAs with broadcast inputs. No partial sums
+// across threads: a tile owns its weights' gradient.
+//
+// Padding and the output-gradient blocks are made by the caller (at::
+// tensors); everything here is float32 and contiguous.
+
+namespace tiles {
+
+// -O3's predictive commoning would carry the inputs of one kx tap over to the
+// next (they are the same addresses shifted by one) in extra registers, which
+// pushes the accumulators out to the stack: the tiles are written so that
+// every input is one broadcast operand of its FMA.
+#pragma GCC push_options
+#pragma GCC optimize("no-predictive-commoning")
+
+constexpr int kMaxAcc = 28;   // accumulator registers of a tile
+constexpr int kMaxRows = 8;   // rows of a forward tile (their pointers live in registers)
+constexpr int kMaxCols = 28;  // columns of a forward tile
+constexpr int kMaxPairs = 9;  // (channel, ky) pairs of a weight tile
+constexpr int kMaxKw = 11;    // widest kernel the weight-gradient tiles take
+
+inline int max_rows(int q) { return std::max(1, std::min(kMaxRows, kMaxAcc / q)); }
+inline int max_pairs(int kw) { return std::max(1, std::min(kMaxPairs, kMaxAcc / kw)); }
+
+// ---------------------------------------------------------------- packing
+
+// Weights w (O, C, T = kh * kw taps), contiguous, into the forward tiles' blocks:
+// out[((ob * C + c) * T + t) * 16 + l] = w[ob * 16 + l][c][t], zero for channels >= O.
+inline void pack_forward(const float* w, int64_t O, int64_t C, int64_t T, float* out) {
+  const int64_t blocks = (O + 15) / 16;
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t ob = begin; ob < end; ++ob) {
+      float* dst = out + ob * C * T * 16;
+      for (int64_t l = 0; l < 16; ++l) {
+        const int64_t o = ob * 16 + l;
+        if (o >= O) {
+          for (int64_t i = 0; i < C * T; ++i) dst[i * 16 + l] = 0.0f;
+          continue;
+        }
+        const float* src = w + o * C * T;
+        for (int64_t i = 0; i < C * T; ++i) dst[i * 16 + l] = src[i];
+      }
+    }
+  });
+}
+
+// The input gradient's weights: channels swapped and the window rotated by 180
+// degrees, out[((cb * O + o) * T + t) * 16 + l] = w[o][cb * 16 + l][T - 1 - t],
+// zero for channels >= C. Returns whether every weight is finite (else the
+// caller takes another path: the padding zeros times an inf would be NaN
+// where torch's col2im never multiplies).
+inline bool pack_input_grad(const float* w, int64_t O, int64_t C, int64_t T, float* out) {
+  const int64_t blocks = (C + 15) / 16;
+  std::atomic<bool> finite{true};
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    bool ok = true;
+    for (int64_t cb = begin; cb < end; ++cb) {
+      for (int64_t o = 0; o < O; ++o) {
+        float* dst = out + (cb * O + o) * T * 16;
+        for (int64_t l = 0; l < 16; ++l) {
+          const int64_t c = cb * 16 + l;
+          if (c >= C) {
+            for (int64_t t = 0; t < T; ++t) dst[t * 16 + l] = 0.0f;
+            continue;
+          }
+          const float* src = w + (o * C + c) * T;
+          for (int64_t t = 0; t < T; ++t) {
+            const float v = src[T - 1 - t];
+            ok &= std::isfinite(v);
+            dst[t * 16 + l] = v;
+          }
+        }
+      }
+    }
+    if (!ok) finite = false;
+  });
+  return finite;
+}
+
+// The output gradient gy (N, O, L) in blocks of 16 channels for the weight
+// tiles: out[((ob * N + n) * L + p) * 16 + l] = gy[n][ob * 16 + l][p], zero for
+// channels >= O.
+inline void block_output_grad(const float* gy, int64_t N, int64_t O, int64_t L, float* out) {
+  const int64_t blocks = (O + 15) / 16;
+  at::parallel_for(0, blocks * N, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t ob = job / N, n = job % N;
+      float* dst = out + job * L * 16;
+      for (int64_t l = 0; l < 16; ++l) {
+        const int64_t o = ob * 16 + l;
+        if (o >= O) {
+          for (int64_t p = 0; p < L; ++p) dst[p * 16 + l] = 0.0f;
+          continue;
+        }
+        const float* src = gy + (n * O + o) * L;
+        for (int64_t p = 0; p < L; ++p) dst[p * 16 + l] = src[p];
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------- forward tile
+
+// tmp[(i * Q + j) * 16 + l] = bias[l] + sum over (c, ky, kx) of
+// w[((c * kh + ky) * kw + kx) * 16 + l] * rows[i][c * plane + ky * Wp + kx + j].
+template <int R, int Q>
+void forward_tile(const float* const* rows, int64_t C, int64_t plane, int64_t Wp, int64_t kh, int64_t kw,
+                  const float* w, const float* bias, float* tmp) {
+  const float* p[R];
+  for (int i = 0; i < R; ++i) p[i] = rows[i];
+  __m512 acc[R][Q];
+  const __m512 b = _mm512_loadu_ps(bias);
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < Q; ++j) acc[i][j] = b;
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      const int64_t off0 = c * plane + ky * Wp;
+      for (int64_t kx = 0; kx < kw; ++kx, w += 16) {
+        const __m512 wv = _mm512_loadu_ps(w);
+        const int64_t off = off0 + kx;
+#pragma GCC unroll 8
+        for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 28
+          for (int j = 0; j < Q; ++j) acc[i][j] = _mm512_fmadd_ps(wv, _mm512_set1_ps(p[i][off + j]), acc[i][j]);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < Q; ++j) _mm512_storeu_ps(tmp + (i * Q + j) * 16, acc[i][j]);
+}
+
+using ForwardFn = void (*)(const float* const*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
+                           const float*, float*);
+
+template <int R, int... Qs>
+constexpr std::array<ForwardFn, sizeof...(Qs)> forward_row(std::integer_sequence<int, Qs...>) {
+  // Q = Qs + 1; shapes with more than kMaxAcc accumulators are never picked (nullptr).
+  return {{((R * (Qs + 1) <= kMaxAcc) ? &forward_tile<R, (R * (Qs + 1) <= kMaxAcc ? Qs + 1 : 1)> : nullptr)...}};
+}
+
+template <int... Rs>
+constexpr std::array<std::array<ForwardFn, kMaxCols>, sizeof...(Rs)> forward_table(std::integer_sequence<int, Rs...>) {
+  return {{forward_row<Rs + 1>(std::make_integer_sequence<int, kMaxCols>{})...}};
+}
+
+// forward_kernels[R - 1][Q - 1]
+inline const auto& forward_kernels() {
+  static const auto table = forward_table(std::make_integer_sequence<int, kMaxRows>{});
+  return table;
+}
+
+// y (N, O, OH, OW) = the stride-1 correlation of xp (N, C, Hp, Wp), the input
+// already zero-padded (OH = Hp - kh + 1, OW = Wp - kw + 1), with wp packed as
+// (ceil(O / 16), C, kh, kw, 16) (channels >= O zero), plus bias (ceil(O/16) * 16).
+inline void forward(const float* xp, int64_t N, int64_t C, int64_t Hp, int64_t Wp, int64_t kh, int64_t kw,
+                    const float* wp, const float* bias, int64_t O, float* y) {
+  const int64_t OH = Hp - kh + 1, OW = Wp - kw + 1;
+  if (N == 0 || OH <= 0 || OW <= 0 || O == 0) return;
+  // Columns: the whole row when it fits, else equal chunks of at most 24.
+  const int64_t col_chunks = OW <= kMaxCols ? 1 : (OW + 23) / 24;
+  const int64_t Q = (OW + col_chunks - 1) / col_chunks;
+  const int64_t R = max_rows(static_cast<int>(Q));
+  const int64_t rows_total = N * OH;
+  const int64_t row_groups = (rows_total + R - 1) / R;
+  const int64_t blocks = (O + 15) / 16;
+  const int64_t plane = Hp * Wp, image = C * plane, wblock = C * kh * kw * 16;
+  const auto& table = forward_kernels();
+  // A thread's consecutive jobs share what is bigger: the same rows of the
+  // input with successive blocks of weights, or (more weights than input: the
+  // last stages of ResNet) the same block of weights with successive rows.
+  const bool rows_major = C * kh * kw * blocks * 16 <= N * image;
+  at::parallel_for(0, row_groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    alignas(64) float tmp[kMaxAcc * 16];
+    const float* rows[kMaxRows];
+    int64_t n_of[kMaxRows], oy_of[kMaxRows];
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t g = rows_major ? job / blocks : job % row_groups;
+      const int64_t ob = rows_major ? job % blocks : job / row_groups;
+      const int64_t r0 = g * R, rn = std::min(R, rows_total - r0);
+      for (int64_t i = 0; i < rn; ++i) {
+        n_of[i] = (r0 + i) / OH;
+        oy_of[i] = (r0 + i) % OH;
+      }
+      const int64_t lanes = std::min<int64_t>(16, O - ob * 16);
+      for (int64_t x0 = 0; x0 < OW; x0 += Q) {
+        const int64_t q = std::min(Q, OW - x0);
+        for (int64_t i = 0; i < rn; ++i) rows[i] = xp + n_of[i] * image + oy_of[i] * Wp + x0;
+        table[rn - 1][q - 1](rows, C, plane, Wp, kh, kw, wp + ob * wblock, bias + ob * 16, tmp);
+        for (int64_t i = 0; i < rn; ++i) {
+          float* out = y + ((n_of[i] * O + ob * 16) * OH + oy_of[i]) * OW + x0;
+          for (int64_t l = 0; l < lanes; ++l) {
+            float* o = out + l * OH * OW;
+            const float* t = tmp + i * q * 16 + l;
+            for (int64_t j = 0; j < q; ++j) o[j] = t[j * 16];
+          }
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------- weight tile
+
+// tmp[(r * KW + kx) * 16 + l] = sum over (n, oy, ox) of g[((n * OH + oy) * OW + ox) * 16 + l] *
+// xp[n * image + base[r] + oy * Wp + ox + kx].
+template <int RT, int KW>
+void weight_tile(const float* g, const float* xp, const int64_t* base, int64_t N, int64_t OH, int64_t OW,
+                 int64_t image, int64_t Wp, float* tmp) {
+  __m512 acc[RT][KW];
+  for (int r = 0; r < RT; ++r)
+    for (int kx = 0; kx < KW; ++kx) acc[r][kx] = _mm512_setzero_ps();
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t oy = 0; oy < OH; ++oy) {
+      const float* p[RT];
+      for (int r = 0; r < RT; ++r) p[r] = xp + n * image + base[r] + oy * Wp;
+      for (int64_t ox = 0; ox < OW; ++ox, g += 16) {
+        const __m512 gv = _mm512_loadu_ps(g);
+#pragma GCC unroll 9
+        for (int r = 0; r < RT; ++r) {
+#pragma GCC unroll 11
+          for (int kx = 0; kx < KW; ++kx) acc[r][kx] = _mm512_fmadd_ps(gv, _mm512_set1_ps(p[r][ox + kx]), acc[r][kx]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < RT; ++r)
+    for (int kx = 0; kx < KW; ++kx) _mm512_storeu_ps(tmp + (r * KW + kx) * 16, acc[r][kx]);
+}
+
+using WeightTileFn = void (*)(const float*, const float*, const int64_t*, int64_t, int64_t, int64_t, int64_t,
+                              int64_t, float*);
+
+template <int KW, int... Rs>
+constexpr std::array<WeightTileFn, sizeof...(Rs)> weight_row(std::integer_sequence<int, Rs...>) {
+  return {{(((Rs + 1) * KW <= kMaxAcc) ? &weight_tile<((Rs + 1) * KW <= kMaxAcc ? Rs + 1 : 1), KW> : nullptr)...}};
+}
+
+template <int... Ks>
+constexpr std::array<std::array<WeightTileFn, kMaxPairs>, sizeof...(Ks)> weight_table(std::integer_sequence<int, Ks...>) {
+  return {{weight_row<Ks + 1>(std::make_integer_sequence<int, kMaxPairs>{})...}};
+}
+
+// weight_kernels[KW - 1][RT - 1]
+inline const auto& weight_kernels() {
+  static const auto table = weight_table(std::make_integer_sequence<int, kMaxKw>{});
+  return table;
+}
+
+// gw (O, C, kh, kw) = the weight gradient of the stride-1 correlation of xp
+// (N, C, Hp, Wp, zero-padded) whose output gradient is gb, laid out as
+// (ceil(O / 16), N * OH * OW, 16) blocks (channels >= O zero). kw <= kMaxKw.
+inline void weight(const float* xp, int64_t N, int64_t C, int64_t Hp, int64_t Wp, int64_t kh, int64_t kw,
+                   const float* gb, int64_t O, float* gw) {
+  const int64_t OH = Hp - kh + 1, OW = Wp - kw + 1;
+  const int64_t RT = max_pairs(static_cast<int>(kw));
+  const int64_t pairs = C * kh;
+  const int64_t chunks = (pairs + RT - 1) / RT;
+  const int64_t blocks = (O + 15) / 16;
+  const int64_t plane = Hp * Wp, image = C * plane, positions = N * OH * OW;
+  const auto& table = weight_kernels();
+  // Jobs ordered block major: a thread's consecutive jobs reuse one block of
+  // the output gradient (kept in cache) with successive input channels.
+  at::parallel_for(0, blocks * chunks, 1, [&](int64_t begin, int64_t end) {
+    alignas(64) float tmp[kMaxAcc * 16];
+    int64_t base[kMaxPairs], c_of[kMaxPairs], ky_of[kMaxPairs];
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t ob = job / chunks, ch = job % chunks;
+      const int64_t p0 = ch * RT, rt = std::min(RT, pairs - p0);
+      for (int64_t r = 0; r < rt; ++r) {
+        c_of[r] = (p0 + r) / kh;
+        ky_of[r] = (p0 + r) % kh;
+        base[r] = c_of[r] * plane + ky_of[r] * Wp;
+      }
+      table[kw - 1][rt - 1](gb + ob * positions * 16, xp, base, N, OH, OW, image, Wp, tmp);
+      const int64_t lanes = std::min<int64_t>(16, O - ob * 16);
+      for (int64_t l = 0; l < lanes; ++l) {
+        float* out = gw + (ob * 16 + l) * C * kh * kw;
+        for (int64_t r = 0; r < rt; ++r) {
+          float* o = out + (c_of[r] * kh + ky_of[r]) * kw;
+          for (int64_t kx = 0; kx < kw; ++kx) o[kx] = tmp[(r * kw + kx) * 16 + l];
+        }
+      }
+    }
+  });
+}
+
+#pragma GCC pop_options
+
+}  // namespace tiles
