@@ -125,11 +125,11 @@ inline void block_output_grad(const float* gy, int64_t N, int64_t O, int64_t L, 
 
 // tmp[(i * Q + j) * 16 + l] = bias[l] + sum over (c, ky, kx) of
 // w[((c * kh + ky) * kw + kx) * 16 + l] * rows[i][c * plane + ky * Wp + kx + j].
-template <int R, int Q>
-void forward_tile(const float* const* rows, int64_t C, int64_t plane, int64_t Wp, int64_t kh, int64_t kw,
-                  const float* w, const float* bias, float* tmp) {
-  const float* p[R];
-  for (int i = 0; i < R; ++i) p[i] = rows[i];
+// KW > 0: the window is KW wide (3 or 5, the book's), its taps unrolled with
+// constant offsets; KW == 0: kw at run time.
+template <int R, int Q, int KW>
+void forward_tile_kw(const float* const* rows, int64_t C, int64_t plane, int64_t Wp, int64_t kh, int64_t kw,
+                     const float* w, const float* bias, float* tmp) {
   __m512 acc[R][Q];
   const __m512 b = _mm512_loadu_ps(bias);
   for (int i = 0; i < R; ++i)
@@ -137,19 +137,40 @@ void forward_tile(const float* const* rows, int64_t C, int64_t plane, int64_t Wp
   for (int64_t c = 0; c < C; ++c) {
     for (int64_t ky = 0; ky < kh; ++ky) {
       const int64_t off0 = c * plane + ky * Wp;
-      for (int64_t kx = 0; kx < kw; ++kx, w += 16) {
-        const __m512 wv = _mm512_loadu_ps(w);
-        const int64_t off = off0 + kx;
+      const float* p[R];
+      for (int i = 0; i < R; ++i) p[i] = rows[i] + off0;
+      auto tap = [&](int64_t kx) {
+        const __m512 wv = _mm512_loadu_ps(w + kx * 16);
 #pragma GCC unroll 8
         for (int i = 0; i < R; ++i) {
+          // An opaque copy of the row pointer: the compiler must not see that tap kx + 1 reads
+          // what tap kx read one column on (it would keep those inputs in registers it lacks).
+          const float* q = p[i] + kx;
+          asm("" : "+r"(q));
 #pragma GCC unroll 28
-          for (int j = 0; j < Q; ++j) acc[i][j] = _mm512_fmadd_ps(wv, _mm512_set1_ps(p[i][off + j]), acc[i][j]);
+          for (int j = 0; j < Q; ++j) acc[i][j] = _mm512_fmadd_ps(wv, _mm512_set1_ps(q[j]), acc[i][j]);
         }
+      };
+      if constexpr (KW > 0) {
+#pragma GCC unroll 5
+        for (int kx = 0; kx < KW; ++kx) tap(kx);
+        w += KW * 16;
+      } else {
+        for (int64_t kx = 0; kx < kw; ++kx) tap(kx);
+        w += kw * 16;
       }
     }
   }
   for (int i = 0; i < R; ++i)
     for (int j = 0; j < Q; ++j) _mm512_storeu_ps(tmp + (i * Q + j) * 16, acc[i][j]);
+}
+
+template <int R, int Q>
+void forward_tile(const float* const* rows, int64_t C, int64_t plane, int64_t Wp, int64_t kh, int64_t kw,
+                  const float* w, const float* bias, float* tmp) {
+  if (kw == 3) return forward_tile_kw<R, Q, 3>(rows, C, plane, Wp, kh, kw, w, bias, tmp);
+  if (kw == 5) return forward_tile_kw<R, Q, 5>(rows, C, plane, Wp, kh, kw, w, bias, tmp);
+  forward_tile_kw<R, Q, 0>(rows, C, plane, Wp, kh, kw, w, bias, tmp);
 }
 
 using ForwardFn = void (*)(const float* const*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
