@@ -142,12 +142,15 @@ bool direct_fits(const ConvGeometry& g, const at::Tensor& input, int64_t out_cha
          g.dw == 1 && out_channels <= 16 && g.K() <= 512 && direct::kernel().fn != nullptr;
 }
 
-// The tiles take the other float32 stride-1, dilation-1, ungrouped
-// convolutions with a window of more than one tap (a 1x1 layer is one GEMM
-// without a copy already); their weight gradient windows up to 11 wide.
+// The tiles take the other float32, dilation-1, ungrouped convolutions with a
+// window of more than one tap (a 1x1 layer is one GEMM without a copy already):
+// stride 1, or stride 2 with at least 16 input channels (ResNet's downsampling
+// 3x3; the one-channel stems stay on im2col). Their input gradient needs stride
+// 1, their weight gradient a window at most 11 wide.
 bool tiles_fit(const ConvGeometry& g, const at::Tensor& input) {
-  return input.scalar_type() == at::kFloat && g.groups == 1 && g.sh == 1 && g.sw == 1 && g.dh == 1 &&
-         g.dw == 1 && g.kh * g.kw > 1 && g.N > 0 && direct::kernel().tiles;
+  const bool stride = (g.sh == 1 && g.sw == 1) || (g.sh == 2 && g.sw == 2 && g.C >= 16);
+  return input.scalar_type() == at::kFloat && g.groups == 1 && stride && g.dh == 1 && g.dw == 1 &&
+         g.kh * g.kw > 1 && g.N > 0 && direct::kernel().tiles;
 }
 
 // at::parallel_for's worker threads do not inherit the caller's
@@ -309,8 +312,8 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_, const
     direct::tiles::pack_forward(weight.const_data_ptr<float>(), g.O, g.C, g.kh * g.kw, wp.data_ptr<float>());
     at::Tensor b = at::zeros({blocks * 16}, input.options());
     if (has_bias) b.narrow(0, 0, g.O).copy_(bias);
-    direct::tiles::forward(xp.const_data_ptr<float>(), g.N, g.C, xp.size(2), xp.size(3), g.kh, g.kw,
-                           wp.const_data_ptr<float>(), b.const_data_ptr<float>(), g.O, out.data_ptr<float>());
+    direct::tiles::forward(xp.const_data_ptr<float>(), g.N, g.C, xp.size(2), xp.size(3), g.kh, g.kw, g.sh, g.OH,
+                           g.OW, wp.const_data_ptr<float>(), b.const_data_ptr<float>(), g.O, out.data_ptr<float>());
   } else if (g.N > 0) {
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "d2l_ext_conv2d_cpu", [&] {
       at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
@@ -384,7 +387,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     output_mask[0] = false;  // done; what is left below is the weight gradient
   }
   at::Tensor wp_input;  // the tiles' packed weights for the input gradient, when they take it
-  if (output_mask[0] && tiles_fit(g, input) && g.ph < g.kh && g.pw < g.kw) {
+  if (output_mask[0] && tiles_fit(g, input) && g.sh == 1 && g.ph < g.kh && g.pw < g.kw) {
     wp_input = at::empty({(g.C + 15) / 16, g.O * g.kh * g.kw, 16}, input.options());
     if (!direct::tiles::pack_input_grad(weight.const_data_ptr<float>(), g.O, g.C, g.kh * g.kw,
                                         wp_input.data_ptr<float>())) {
@@ -397,8 +400,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
         at::constant_pad_nd(gy, {g.kw - 1 - g.pw, g.kw - 1 - g.pw, g.kh - 1 - g.ph, g.kh - 1 - g.ph}, 0);
     const at::Tensor zero_bias = at::zeros({wp_input.size(0) * 16}, input.options());
     grad_input = at::empty_like(input, at::MemoryFormat::Contiguous);
-    direct::tiles::forward(gyp.const_data_ptr<float>(), g.N, g.O, gyp.size(2), gyp.size(3), g.kh, g.kw,
-                           wp_input.const_data_ptr<float>(), zero_bias.const_data_ptr<float>(), g.C,
+    direct::tiles::forward(gyp.const_data_ptr<float>(), g.N, g.O, gyp.size(2), gyp.size(3), g.kh, g.kw, 1, g.H,
+                           g.W, wp_input.const_data_ptr<float>(), zero_bias.const_data_ptr<float>(), g.C,
                            grad_input.data_ptr<float>());
     output_mask[0] = false;
   } else if (output_mask[0]) {
@@ -432,8 +435,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     direct::tiles::block_output_grad(gy.const_data_ptr<float>(), g.N, g.O, g.L(), gb.data_ptr<float>());
     const at::Tensor xp = at::constant_pad_nd(input, {g.pw, g.pw, g.ph, g.ph}, 0);
     grad_weight = at::empty({g.O, g.K()}, weight.options());
-    direct::tiles::weight(xp.const_data_ptr<float>(), g.N, g.C, xp.size(2), xp.size(3), g.kh, g.kw,
-                                  gb.const_data_ptr<float>(), g.O, grad_weight.data_ptr<float>());
+    direct::tiles::weight(xp.const_data_ptr<float>(), g.N, g.C, xp.size(2), xp.size(3), g.kh, g.kw, g.sh, g.OH,
+                          g.OW, gb.const_data_ptr<float>(), g.O, grad_weight.data_ptr<float>());
     output_mask[1] = false;
   }
   if (g.N > 0 && (output_mask[0] || output_mask[1])) {

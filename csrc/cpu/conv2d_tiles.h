@@ -126,8 +126,9 @@ inline void block_output_grad(const float* gy, int64_t N, int64_t O, int64_t L, 
 // tmp[(i * Q + j) * 16 + l] = bias[l] + sum over (c, ky, kx) of
 // w[((c * kh + ky) * kw + kx) * 16 + l] * rows[i][c * plane + ky * Wp + kx + j].
 // KW > 0: the window is KW wide (3 or 5, the book's), its taps unrolled with
-// constant offsets; KW == 0: kw at run time.
-template <int R, int Q, int KW>
+// constant offsets; KW == 0: kw at run time. S: the stride (1 or 2), column j
+// of a row reads input column j * S (+ kx).
+template <int R, int Q, int KW, int S>
 void forward_tile_kw(const float* const* rows, int64_t C, int64_t plane, int64_t Wp, int64_t kh, int64_t kw,
                      const float* w, const float* bias, float* tmp) {
   __m512 acc[R][Q];
@@ -148,7 +149,7 @@ void forward_tile_kw(const float* const* rows, int64_t C, int64_t plane, int64_t
           const float* q = p[i] + kx;
           asm("" : "+r"(q));
 #pragma GCC unroll 28
-          for (int j = 0; j < Q; ++j) acc[i][j] = _mm512_fmadd_ps(wv, _mm512_set1_ps(q[j]), acc[i][j]);
+          for (int j = 0; j < Q; ++j) acc[i][j] = _mm512_fmadd_ps(wv, _mm512_set1_ps(q[j * S]), acc[i][j]);
         }
       };
       if constexpr (KW > 0) {
@@ -167,14 +168,18 @@ void forward_tile_kw(const float* const* rows, int64_t C, int64_t plane, int64_t
 
 template <int R, int Q>
 void forward_tile(const float* const* rows, int64_t C, int64_t plane, int64_t Wp, int64_t kh, int64_t kw,
-                  const float* w, const float* bias, float* tmp) {
-  if (kw == 3) return forward_tile_kw<R, Q, 3>(rows, C, plane, Wp, kh, kw, w, bias, tmp);
-  if (kw == 5) return forward_tile_kw<R, Q, 5>(rows, C, plane, Wp, kh, kw, w, bias, tmp);
-  forward_tile_kw<R, Q, 0>(rows, C, plane, Wp, kh, kw, w, bias, tmp);
+                  int64_t stride, const float* w, const float* bias, float* tmp) {
+  if (stride == 2) {
+    if (kw == 3) return forward_tile_kw<R, Q, 3, 2>(rows, C, plane, Wp, kh, kw, w, bias, tmp);
+    return forward_tile_kw<R, Q, 0, 2>(rows, C, plane, Wp, kh, kw, w, bias, tmp);
+  }
+  if (kw == 3) return forward_tile_kw<R, Q, 3, 1>(rows, C, plane, Wp, kh, kw, w, bias, tmp);
+  if (kw == 5) return forward_tile_kw<R, Q, 5, 1>(rows, C, plane, Wp, kh, kw, w, bias, tmp);
+  forward_tile_kw<R, Q, 0, 1>(rows, C, plane, Wp, kh, kw, w, bias, tmp);
 }
 
-using ForwardFn = void (*)(const float* const*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
-                           const float*, float*);
+using ForwardFn = void (*)(const float* const*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                           const float*, const float*, float*);
 
 template <int R, int... Qs>
 constexpr std::array<ForwardFn, sizeof...(Qs)> forward_row(std::integer_sequence<int, Qs...>) {
@@ -193,12 +198,14 @@ inline const auto& forward_kernels() {
   return table;
 }
 
-// y (N, O, OH, OW) = the stride-1 correlation of xp (N, C, Hp, Wp), the input
-// already zero-padded (OH = Hp - kh + 1, OW = Wp - kw + 1), with wp packed as
-// (ceil(O / 16), C, kh, kw, 16) (channels >= O zero), plus bias (ceil(O/16) * 16).
+// y (N, O, OH, OW) = the correlation (stride 1 or 2) of xp (N, C, Hp, Wp), the
+// input already zero-padded (OH <= (Hp - kh) / stride + 1, OW likewise), with wp
+// packed as (ceil(O / 16), C, kh, kw, 16) (channels >= O zero), plus bias
+// (ceil(O / 16) * 16).
 inline void forward(const float* xp, int64_t N, int64_t C, int64_t Hp, int64_t Wp, int64_t kh, int64_t kw,
-                    const float* wp, const float* bias, int64_t O, float* y) {
-  const int64_t OH = Hp - kh + 1, OW = Wp - kw + 1;
+                    int64_t stride, int64_t OH, int64_t OW, const float* wp, const float* bias, int64_t O,
+                    float* y) {
+  TORCH_CHECK(stride == 1 || stride == 2, "d2l_ext.conv2d: the CPU tiles take stride 1 or 2, got ", stride);
   if (N == 0 || OH <= 0 || OW <= 0 || O == 0) return;
   // Columns: the whole row when it fits, else equal chunks of at most 24.
   const int64_t col_chunks = OW <= kMaxCols ? 1 : (OW + 23) / 24;
@@ -228,8 +235,8 @@ inline void forward(const float* xp, int64_t N, int64_t C, int64_t Hp, int64_t W
       const int64_t lanes = std::min<int64_t>(16, O - ob * 16);
       for (int64_t x0 = 0; x0 < OW; x0 += Q) {
         const int64_t q = std::min(Q, OW - x0);
-        for (int64_t i = 0; i < rn; ++i) rows[i] = xp + n_of[i] * image + oy_of[i] * Wp + x0;
-        table[rn - 1][q - 1](rows, C, plane, Wp, kh, kw, wp + ob * wblock, bias + ob * 16, tmp);
+        for (int64_t i = 0; i < rn; ++i) rows[i] = xp + n_of[i] * image + oy_of[i] * stride * Wp + x0 * stride;
+        table[rn - 1][q - 1](rows, C, plane, Wp, kh, kw, stride, wp + ob * wblock, bias + ob * 16, tmp);
         for (int64_t i = 0; i < rn; ++i) {
           float* out = y + ((n_of[i] * O + ob * 16) * OH + oy_of[i]) * OW + x0;
           for (int64_t l = 0; l < lanes; ++l) {
@@ -246,23 +253,23 @@ inline void forward(const float* xp, int64_t N, int64_t C, int64_t Hp, int64_t W
 // ---------------------------------------------------------------- weight tile
 
 // tmp[(r * KW + kx) * 16 + l] = sum over (n, oy, ox) of g[((n * OH + oy) * OW + ox) * 16 + l] *
-// xp[n * image + base[r] + oy * Wp + ox + kx].
-template <int RT, int KW>
-void weight_tile(const float* g, const float* xp, const int64_t* base, int64_t N, int64_t OH, int64_t OW,
-                 int64_t image, int64_t Wp, float* tmp) {
+// xp[n * image + base[r] + oy * S * Wp + ox * S + kx].
+template <int RT, int KW, int S>
+void weight_tile_s(const float* g, const float* xp, const int64_t* base, int64_t N, int64_t OH, int64_t OW,
+                   int64_t image, int64_t Wp, float* tmp) {
   __m512 acc[RT][KW];
   for (int r = 0; r < RT; ++r)
     for (int kx = 0; kx < KW; ++kx) acc[r][kx] = _mm512_setzero_ps();
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t oy = 0; oy < OH; ++oy) {
       const float* p[RT];
-      for (int r = 0; r < RT; ++r) p[r] = xp + n * image + base[r] + oy * Wp;
+      for (int r = 0; r < RT; ++r) p[r] = xp + n * image + base[r] + oy * S * Wp;
       for (int64_t ox = 0; ox < OW; ++ox, g += 16) {
         const __m512 gv = _mm512_loadu_ps(g);
 #pragma GCC unroll 9
         for (int r = 0; r < RT; ++r) {
 #pragma GCC unroll 11
-          for (int kx = 0; kx < KW; ++kx) acc[r][kx] = _mm512_fmadd_ps(gv, _mm512_set1_ps(p[r][ox + kx]), acc[r][kx]);
+          for (int kx = 0; kx < KW; ++kx) acc[r][kx] = _mm512_fmadd_ps(gv, _mm512_set1_ps(p[r][ox * S + kx]), acc[r][kx]);
         }
       }
     }
@@ -271,8 +278,15 @@ void weight_tile(const float* g, const float* xp, const int64_t* base, int64_t N
     for (int kx = 0; kx < KW; ++kx) _mm512_storeu_ps(tmp + (r * KW + kx) * 16, acc[r][kx]);
 }
 
+template <int RT, int KW>
+void weight_tile(const float* g, const float* xp, const int64_t* base, int64_t N, int64_t OH, int64_t OW,
+                 int64_t image, int64_t Wp, int64_t stride, float* tmp) {
+  if (stride == 2) return weight_tile_s<RT, KW, 2>(g, xp, base, N, OH, OW, image, Wp, tmp);
+  weight_tile_s<RT, KW, 1>(g, xp, base, N, OH, OW, image, Wp, tmp);
+}
+
 using WeightTileFn = void (*)(const float*, const float*, const int64_t*, int64_t, int64_t, int64_t, int64_t,
-                              int64_t, float*);
+                              int64_t, int64_t, float*);
 
 template <int KW, int... Rs>
 constexpr std::array<WeightTileFn, sizeof...(Rs)> weight_row(std::integer_sequence<int, Rs...>) {
@@ -290,12 +304,14 @@ inline const auto& weight_kernels() {
   return table;
 }
 
-// gw (O, C, kh, kw) = the weight gradient of the stride-1 correlation of xp
-// (N, C, Hp, Wp, zero-padded) whose output gradient is gb, laid out as
-// (ceil(O / 16), N * OH * OW, 16) blocks (channels >= O zero). kw <= kMaxKw.
+// gw (O, C, kh, kw) = the weight gradient of the correlation (stride 1 or 2)
+// of xp (N, C, Hp, Wp, zero-padded) whose (N, O, OH, OW) output gradient is gb,
+// laid out as (ceil(O / 16), N * OH * OW, 16) blocks (channels >= O zero).
+// kw <= kMaxKw.
 inline void weight(const float* xp, int64_t N, int64_t C, int64_t Hp, int64_t Wp, int64_t kh, int64_t kw,
-                   const float* gb, int64_t O, float* gw) {
-  const int64_t OH = Hp - kh + 1, OW = Wp - kw + 1;
+                   int64_t stride, int64_t OH, int64_t OW, const float* gb, int64_t O, float* gw) {
+  TORCH_CHECK((stride == 1 || stride == 2) && kw <= kMaxKw, "d2l_ext.conv2d: no CPU weight tile for stride ",
+              stride, " and a window ", kw, " wide");
   const int64_t RT = max_pairs(static_cast<int>(kw));
   const int64_t pairs = C * kh;
   const int64_t chunks = (pairs + RT - 1) / RT;
@@ -315,7 +331,7 @@ inline void weight(const float* xp, int64_t N, int64_t C, int64_t Hp, int64_t Wp
         ky_of[r] = (p0 + r) % kh;
         base[r] = c_of[r] * plane + ky_of[r] * Wp;
       }
-      table[kw - 1][rt - 1](gb + ob * positions * 16, xp, base, N, OH, OW, image, Wp, tmp);
+      table[kw - 1][rt - 1](gb + ob * positions * 16, xp, base, N, OH, OW, image, Wp, stride, tmp);
       const int64_t lanes = std::min<int64_t>(16, O - ob * 16);
       for (int64_t l = 0; l < lanes; ++l) {
         float* out = gw + (ob * 16 + l) * C * kh * kw;
