@@ -142,15 +142,22 @@ bool direct_fits(const ConvGeometry& g, const at::Tensor& input, int64_t out_cha
          g.dw == 1 && out_channels <= 16 && g.K() <= 512 && direct::kernel().fn != nullptr;
 }
 
-// The tiles take the other float32, dilation-1, ungrouped convolutions with a
-// window of more than one tap (a 1x1 layer is one GEMM without a copy already):
-// stride 1, or stride 2 with at least 16 input channels (ResNet's downsampling
-// 3x3; the one-channel stems stay on im2col). Their input gradient needs stride
-// 1, their weight gradient a window at most 11 wide.
+// The tiles take the other float32, dilation-1, ungrouped convolutions:
+// stride 1, or stride 2 with a window of more than one tap and at least 16
+// input channels (ResNet's downsampling 3x3; the one-channel stems stay on
+// im2col, and a strided 1x1 is a GEMM on a cheap copy, which measured faster).
+// Their input gradient needs stride 1, their weight gradient a window at most
+// 11 wide.
 bool tiles_fit(const ConvGeometry& g, const at::Tensor& input) {
-  const bool stride = (g.sh == 1 && g.sw == 1) || (g.sh == 2 && g.sw == 2 && g.C >= 16);
-  return input.scalar_type() == at::kFloat && g.groups == 1 && stride && g.dh == 1 && g.dw == 1 &&
-         g.kh * g.kw > 1 && g.N > 0 && direct::kernel().tiles;
+  const bool stride =
+      (g.sh == 1 && g.sw == 1) || (g.sh == 2 && g.sw == 2 && g.C >= 16 && g.kh * g.kw > 1);
+  return input.scalar_type() == at::kFloat && g.groups == 1 && stride && g.dh == 1 && g.dw == 1 && g.N > 0 &&
+         direct::kernel().tiles;
+}
+
+// The input zero-padded for the tiles (the input itself without padding).
+at::Tensor tiles_padded(const ConvGeometry& g, const at::Tensor& input) {
+  return g.ph == 0 && g.pw == 0 ? input : at::constant_pad_nd(input, {g.pw, g.pw, g.ph, g.ph}, 0);
 }
 
 // at::parallel_for's worker threads do not inherit the caller's
@@ -306,7 +313,7 @@ at::Tensor conv2d_cpu(const at::Tensor& input_, const at::Tensor& weight_, const
       }
     });
   } else if (tiles_fit(g, input)) {
-    const at::Tensor xp = at::constant_pad_nd(input, {g.pw, g.pw, g.ph, g.ph}, 0);
+    const at::Tensor xp = tiles_padded(g, input);
     const int64_t blocks = (g.O + 15) / 16;
     const at::Tensor wp = at::empty({blocks, g.K(), 16}, input.options());
     direct::tiles::pack_forward(weight.const_data_ptr<float>(), g.O, g.C, g.kh * g.kw, wp.data_ptr<float>());
@@ -433,7 +440,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     const int64_t blocks = (g.O + 15) / 16;
     const at::Tensor gb = at::empty({blocks, g.N * g.L(), 16}, input.options());
     direct::tiles::block_output_grad(gy.const_data_ptr<float>(), g.N, g.O, g.L(), gb.data_ptr<float>());
-    const at::Tensor xp = at::constant_pad_nd(input, {g.pw, g.pw, g.ph, g.ph}, 0);
+    const at::Tensor xp = tiles_padded(g, input);
     grad_weight = at::empty({g.O, g.K()}, weight.options());
     direct::tiles::weight(xp.const_data_ptr<float>(), g.N, g.C, xp.size(2), xp.size(3), g.kh, g.kw, g.sh, g.OH,
                           g.OW, gb.const_data_ptr<float>(), g.O, grad_weight.data_ptr<float>());
