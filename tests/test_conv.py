@@ -283,6 +283,9 @@ CASES = {
     "tiles_stride_2": Case((3, 16, 9, 11), (20, 16, 3, 3), True, dict(stride=2, padding=1)),
     "tiles_stride_2_k5": Case((2, 16, 11, 12), (18, 16, 5, 5), True, dict(stride=2, padding=2)),
     "tiles_stride_2_unpadded": Case((2, 17, 8, 8), (33, 17, 3, 3), False, dict(stride=2)),
+    # 1x1 on small images with >= 128 channels summed: all three passes on the tiles (weight
+    # tiles of 9 channels x 1 tap); NiN's 96 channels: forward and input gradient on a GEMM
+    "tiles_1x1": Case((2, 130, 5, 7), (129, 130, 1, 1), True, {}),
 }
 
 
