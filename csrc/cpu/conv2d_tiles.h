@@ -46,21 +46,52 @@ inline int max_pairs(int kw) { return std::max(1, std::min(kMaxPairs, kMaxAcc / 
 
 // ---------------------------------------------------------------- packing
 
+// In place: r[k] becomes column k of the 16 x 16 matrix whose rows were r[0..15].
+inline void transpose16(__m512 r[16]) {
+  __m512 a[16], b[16];
+  for (int k = 0; k < 8; ++k) {  // 32-bit pairs within 128-bit lanes
+    a[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+    a[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+  }
+  for (int k = 0; k < 4; ++k) {  // 64-bit pairs: b[4k + m] holds columns m, m+4, m+8, m+12 of rows 4k..4k+3
+    const __m512d a0 = _mm512_castps_pd(a[4 * k]), a1 = _mm512_castps_pd(a[4 * k + 1]);
+    const __m512d a2 = _mm512_castps_pd(a[4 * k + 2]), a3 = _mm512_castps_pd(a[4 * k + 3]);
+    b[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+    b[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+    b[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+    b[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+  }
+  for (int m = 0; m < 4; ++m) {  // 128-bit lanes across the four row groups
+    const __m512 c0 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0x88), c1 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0xdd);
+    const __m512 d0 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0x88);
+    const __m512 d1 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0xdd);
+    r[m] = _mm512_shuffle_f32x4(c0, d0, 0x88);
+    r[m + 4] = _mm512_shuffle_f32x4(c1, d1, 0x88);
+    r[m + 8] = _mm512_shuffle_f32x4(c0, d0, 0xdd);
+    r[m + 12] = _mm512_shuffle_f32x4(c1, d1, 0xdd);
+  }
+}
+
+inline __mmask16 first_lanes(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
+
 // Weights w (O, C, T = kh * kw taps), contiguous, into the forward tiles' blocks:
 // out[((ob * C + c) * T + t) * 16 + l] = w[ob * 16 + l][c][t], zero for channels >= O.
+// 16 x 16 transposes: 16 rows of 16 weights in, 16 vectors of 16 channels out.
 inline void pack_forward(const float* w, int64_t O, int64_t C, int64_t T, float* out) {
-  const int64_t blocks = (O + 15) / 16;
+  const int64_t blocks = (O + 15) / 16, K = C * T;
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    __m512 r[16];
     for (int64_t ob = begin; ob < end; ++ob) {
-      float* dst = out + ob * C * T * 16;
-      for (int64_t l = 0; l < 16; ++l) {
-        const int64_t o = ob * 16 + l;
-        if (o >= O) {
-          for (int64_t i = 0; i < C * T; ++i) dst[i * 16 + l] = 0.0f;
-          continue;
+      float* dst = out + ob * K * 16;
+      const int64_t lanes = std::min<int64_t>(16, O - ob * 16);
+      for (int64_t i0 = 0; i0 < K; i0 += 16) {
+        const int64_t n = std::min<int64_t>(16, K - i0);
+        const __mmask16 m = first_lanes(n);
+        for (int64_t l = 0; l < 16; ++l) {
+          r[l] = l < lanes ? _mm512_maskz_loadu_ps(m, w + (ob * 16 + l) * K + i0) : _mm512_setzero_ps();
         }
-        const float* src = w + o * C * T;
-        for (int64_t i = 0; i < C * T; ++i) dst[i * 16 + l] = src[i];
+        transpose16(r);
+        for (int64_t k = 0; k < n; ++k) _mm512_storeu_ps(dst + (i0 + k) * 16, r[k]);
       }
     }
   });
@@ -222,6 +253,7 @@ inline void forward(const float* xp, int64_t N, int64_t C, int64_t Hp, int64_t W
   const bool rows_major = C * kh * kw * blocks * 16 <= N * image;
   at::parallel_for(0, row_groups * blocks, 1, [&](int64_t begin, int64_t end) {
     alignas(64) float tmp[kMaxAcc * 16];
+    __m512 r[16];
     const float* rows[kMaxRows];
     int64_t n_of[kMaxRows], oy_of[kMaxRows];
     for (int64_t job = begin; job < end; ++job) {
@@ -237,12 +269,16 @@ inline void forward(const float* xp, int64_t N, int64_t C, int64_t Hp, int64_t W
         const int64_t q = std::min(Q, OW - x0);
         for (int64_t i = 0; i < rn; ++i) rows[i] = xp + n_of[i] * image + oy_of[i] * stride * Wp + x0 * stride;
         table[rn - 1][q - 1](rows, C, plane, Wp, kh, kw, stride, wp + ob * wblock, bias + ob * 16, tmp);
+        // Row i's q vectors of 16 channels, transposed 16 columns at a time into the
+        // channels' rows of y.
         for (int64_t i = 0; i < rn; ++i) {
           float* out = y + ((n_of[i] * O + ob * 16) * OH + oy_of[i]) * OW + x0;
-          for (int64_t l = 0; l < lanes; ++l) {
-            float* o = out + l * OH * OW;
-            const float* t = tmp + i * q * 16 + l;
-            for (int64_t j = 0; j < q; ++j) o[j] = t[j * 16];
+          for (int64_t j0 = 0; j0 < q; j0 += 16) {
+            const int64_t n = std::min<int64_t>(16, q - j0);
+            for (int64_t j = 0; j < 16; ++j) r[j] = j < n ? _mm512_load_ps(tmp + (i * q + j0 + j) * 16) : _mm512_setzero_ps();
+            transpose16(r);
+            const __mmask16 m = first_lanes(n);
+            for (int64_t l = 0; l < lanes; ++l) _mm512_mask_storeu_ps(out + l * OH * OW + j0, m, r[l]);
           }
         }
       }
