@@ -1173,6 +1173,42 @@ def test_float64_budget_is_tight_enough_to_see_a_float32_step():
     assert tolerances(torch.float64, terms) * mag < 1e-10
 
 
+@pytest.mark.parametrize("dims", [(20, 24, 3, 3), (17, 40, 5, 5)])
+def test_cpu_tiles_non_finite_weights_like_torch(dims):
+    """An inf and a NaN weight in a layer the AVX-512 tiles take: the input gradient must not
+    multiply the padding zeros by them (the tiles' packing spots the non-finite weight and the
+    GEMM path takes over), so NaN and inf land where torch puts them; finite entries match."""
+    c, o, kh, kw = dims
+    x = make((2, c, 6, 7), torch.float32, "cpu", seed=1).requires_grad_()
+    w = make((o, c, kh, kw), torch.float32, "cpu", seed=2)
+    w[3, 5, 1, 2] = math.inf
+    w[7, c - 1, 0, 0] = math.nan
+    w.requires_grad_()
+    pad = (kh // 2, kw // 2)
+    with _use("native", "cpu"):
+        ours = _run(OUR_FNS[2], x, w, None, dict(padding=pad))
+    ref = _run(TORCH_FNS[2], x, w, None, dict(padding=pad), g=ours[2])
+    # the finite entries' budgets: sums that never touch the two weights
+    budgets = conv_budgets(2, x, torch.nan_to_num(w.detach(), nan=0.0, posinf=0.0), None, dict(padding=pad), ours[2])
+    for name, a, r in zip(("output", *NAMES), (ours[0], *ours[1]), (ref[0], *ref[1])):
+        if name == "output":
+            # A known difference (README): the forward multiplies the padding zeros by the inf
+            # and the NaN weight, NaN at the border of output channels 3 and 7, where oneDNN
+            # skips padded taps.
+            assert not (r.isnan() & ~a.isnan()).any()
+            extra = a.isnan() & ~r.isnan()
+            assert extra.any() and extra[:, [3, 7]].sum() == extra.sum()
+            a, r = a[~extra], r[~extra]
+        else:
+            assert torch.equal(a.isnan(), r.isnan()), name
+        assert torch.equal(a == math.inf, r == math.inf) and torch.equal(a == -math.inf, r == -math.inf), name
+        finite = torch.isfinite(r)
+        assert finite.any(), name
+        terms, mag = budgets[name]
+        assert_close(a[finite], r[finite], dtype=torch.float32, terms=terms, magnitude=mag, msg=name)
+    assert ours[1][0].isnan().any()  # the input gradient's NaN were compared
+
+
 @pytest.mark.parametrize("choice", ["avx2", "notiles", "off"])
 def test_cpu_direct_kernel_copies(choice):
     """The CPU's direct kernel has an AVX-512 and an AVX2 copy, and AVX-512 CPUs

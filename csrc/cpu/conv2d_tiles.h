@@ -41,7 +41,6 @@ constexpr int kMaxCols = 28;  // columns of a forward tile
 constexpr int kMaxPairs = 9;  // (channel, ky) pairs of a weight tile
 constexpr int kMaxKw = 11;    // widest kernel the weight-gradient tiles take
 
-inline int max_rows(int q) { return std::max(1, std::min(kMaxRows, kMaxAcc / q)); }
 inline int max_pairs(int kw) { return std::max(1, std::min(kMaxPairs, kMaxAcc / kw)); }
 
 // ---------------------------------------------------------------- packing
@@ -99,33 +98,36 @@ inline void pack_forward(const float* w, int64_t O, int64_t C, int64_t T, float*
 
 // The input gradient's weights: channels swapped and the window rotated by 180
 // degrees, out[((cb * O + o) * T + t) * 16 + l] = w[o][cb * 16 + l][T - 1 - t],
-// zero for channels >= C. Returns whether every weight is finite (else the
-// caller takes another path: the padding zeros times an inf would be NaN
-// where torch's col2im never multiplies).
+// zero for channels >= C; one 16 x 16 transpose per (cb, o) and 16 taps.
+// Returns whether every weight is finite (else the caller takes another path:
+// the padding zeros times an inf would be NaN where torch's col2im never
+// multiplies).
 inline bool pack_input_grad(const float* w, int64_t O, int64_t C, int64_t T, float* out) {
   const int64_t blocks = (C + 15) / 16;
   std::atomic<bool> finite{true};
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    bool ok = true;
+    __m512 r[16];
+    __mmask16 ok = 0xFFFF;  // lanes where every x - x so far was 0 (x finite)
     for (int64_t cb = begin; cb < end; ++cb) {
+      const int64_t lanes = std::min<int64_t>(16, C - cb * 16);
       for (int64_t o = 0; o < O; ++o) {
+        const float* src = w + (o * C + cb * 16) * T;  // row l: channel cb * 16 + l, T taps
         float* dst = out + (cb * O + o) * T * 16;
-        for (int64_t l = 0; l < 16; ++l) {
-          const int64_t c = cb * 16 + l;
-          if (c >= C) {
-            for (int64_t t = 0; t < T; ++t) dst[t * 16 + l] = 0.0f;
-            continue;
+        for (int64_t t0 = 0; t0 < T; t0 += 16) {
+          // Taps [t0, t0 + n) of the rotated window read source taps T - 1 - t: load the
+          // source range [T - t0 - n, T - t0), reversed again below.
+          const int64_t n = std::min<int64_t>(16, T - t0), s0 = T - t0 - n;
+          const __mmask16 m = first_lanes(n);
+          for (int64_t l = 0; l < 16; ++l) {
+            r[l] = l < lanes ? _mm512_maskz_loadu_ps(m, src + l * T + s0) : _mm512_setzero_ps();
+            ok &= _mm512_mask_cmp_ps_mask(m, _mm512_sub_ps(r[l], r[l]), _mm512_setzero_ps(), _CMP_EQ_OQ) | ~m;
           }
-          const float* src = w + (o * C + c) * T;
-          for (int64_t t = 0; t < T; ++t) {
-            const float v = src[T - 1 - t];
-            ok &= std::isfinite(v);
-            dst[t * 16 + l] = v;
-          }
+          transpose16(r);  // r[k]: source tap s0 + k of the 16 channels
+          for (int64_t k = 0; k < n; ++k) _mm512_storeu_ps(dst + (t0 + n - 1 - k) * 16, r[k]);
         }
       }
     }
-    if (!ok) finite = false;
+    if (ok != 0xFFFF) finite = false;
   });
   return finite;
 }
@@ -158,21 +160,26 @@ inline void block_output_grad(const float* gy, int64_t N, int64_t O, int64_t L, 
 // w[((c * kh + ky) * kw + kx) * 16 + l] * rows[i][c * plane + ky * Wp + kx + j].
 // KW > 0: the window is KW wide (3 or 5, the book's), its taps unrolled with
 // constant offsets; KW == 0: kw at run time. S: the stride (1 or 2), column j
-// of a row reads input column j * S (+ kx).
-template <int R, int Q, int KW, int S>
+// of a row reads input column j * S (+ kx). OB: blocks of 16 output channels
+// (1 or 2; block k's weights at w + k * wstride): with 2, each broadcast input
+// feeds two FMAs, half the loads per FMA.
+template <int R, int Q, int KW, int S, int OB>
 void forward_tile_kw(const float* const* rows, int64_t C, int64_t plane, int64_t Wp, int64_t kh, int64_t kw,
-                     const float* w, const float* bias, float* tmp) {
-  __m512 acc[R][Q];
-  const __m512 b = _mm512_loadu_ps(bias);
-  for (int i = 0; i < R; ++i)
-    for (int j = 0; j < Q; ++j) acc[i][j] = b;
+                     const float* w, int64_t wstride, const float* bias, float* tmp) {
+  __m512 acc[OB][R][Q];
+  for (int k = 0; k < OB; ++k) {
+    const __m512 b = _mm512_loadu_ps(bias + k * 16);
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < Q; ++j) acc[k][i][j] = b;
+  }
   for (int64_t c = 0; c < C; ++c) {
     for (int64_t ky = 0; ky < kh; ++ky) {
       const int64_t off0 = c * plane + ky * Wp;
       const float* p[R];
       for (int i = 0; i < R; ++i) p[i] = rows[i] + off0;
       auto tap = [&](int64_t kx) {
-        const __m512 wv = _mm512_loadu_ps(w + kx * 16);
+        __m512 wv[OB];
+        for (int k = 0; k < OB; ++k) wv[k] = _mm512_loadu_ps(w + k * wstride + kx * 16);
 #pragma GCC unroll 8
         for (int i = 0; i < R; ++i) {
           // An opaque copy of the row pointer: the compiler must not see that tap kx + 1 reads
@@ -180,7 +187,10 @@ void forward_tile_kw(const float* const* rows, int64_t C, int64_t plane, int64_t
           const float* q = p[i] + kx;
           asm("" : "+r"(q));
 #pragma GCC unroll 28
-          for (int j = 0; j < Q; ++j) acc[i][j] = _mm512_fmadd_ps(wv, _mm512_set1_ps(q[j * S]), acc[i][j]);
+          for (int j = 0; j < Q; ++j) {
+            const __m512 x = _mm512_set1_ps(q[j * S]);
+            for (int k = 0; k < OB; ++k) acc[k][i][j] = _mm512_fmadd_ps(wv[k], x, acc[k][i][j]);
+          }
         }
       };
       if constexpr (KW > 0) {
@@ -193,39 +203,42 @@ void forward_tile_kw(const float* const* rows, int64_t C, int64_t plane, int64_t
       }
     }
   }
-  for (int i = 0; i < R; ++i)
-    for (int j = 0; j < Q; ++j) _mm512_storeu_ps(tmp + (i * Q + j) * 16, acc[i][j]);
+  for (int k = 0; k < OB; ++k)
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < Q; ++j) _mm512_storeu_ps(tmp + ((k * R + i) * Q + j) * 16, acc[k][i][j]);
 }
 
-template <int R, int Q>
+template <int R, int Q, int OB>
 void forward_tile(const float* const* rows, int64_t C, int64_t plane, int64_t Wp, int64_t kh, int64_t kw,
-                  int64_t stride, const float* w, const float* bias, float* tmp) {
+                  int64_t stride, const float* w, int64_t wstride, const float* bias, float* tmp) {
   if (stride == 2) {
-    if (kw == 3) return forward_tile_kw<R, Q, 3, 2>(rows, C, plane, Wp, kh, kw, w, bias, tmp);
-    return forward_tile_kw<R, Q, 0, 2>(rows, C, plane, Wp, kh, kw, w, bias, tmp);
+    if (kw == 3) return forward_tile_kw<R, Q, 3, 2, OB>(rows, C, plane, Wp, kh, kw, w, wstride, bias, tmp);
+    return forward_tile_kw<R, Q, 0, 2, OB>(rows, C, plane, Wp, kh, kw, w, wstride, bias, tmp);
   }
-  if (kw == 3) return forward_tile_kw<R, Q, 3, 1>(rows, C, plane, Wp, kh, kw, w, bias, tmp);
-  if (kw == 5) return forward_tile_kw<R, Q, 5, 1>(rows, C, plane, Wp, kh, kw, w, bias, tmp);
-  forward_tile_kw<R, Q, 0, 1>(rows, C, plane, Wp, kh, kw, w, bias, tmp);
+  if (kw == 3) return forward_tile_kw<R, Q, 3, 1, OB>(rows, C, plane, Wp, kh, kw, w, wstride, bias, tmp);
+  if (kw == 5) return forward_tile_kw<R, Q, 5, 1, OB>(rows, C, plane, Wp, kh, kw, w, wstride, bias, tmp);
+  forward_tile_kw<R, Q, 0, 1, OB>(rows, C, plane, Wp, kh, kw, w, wstride, bias, tmp);
 }
 
 using ForwardFn = void (*)(const float* const*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                           const float*, const float*, float*);
+                           const float*, int64_t, const float*, float*);
 
-template <int R, int... Qs>
+template <int R, int OB, int... Qs>
 constexpr std::array<ForwardFn, sizeof...(Qs)> forward_row(std::integer_sequence<int, Qs...>) {
   // Q = Qs + 1; shapes with more than kMaxAcc accumulators are never picked (nullptr).
-  return {{((R * (Qs + 1) <= kMaxAcc) ? &forward_tile<R, (R * (Qs + 1) <= kMaxAcc ? Qs + 1 : 1)> : nullptr)...}};
+  return {{((OB * R * (Qs + 1) <= kMaxAcc) ? &forward_tile<R, (OB * R * (Qs + 1) <= kMaxAcc ? Qs + 1 : 1), OB>
+                                           : nullptr)...}};
 }
 
-template <int... Rs>
+template <int OB, int... Rs>
 constexpr std::array<std::array<ForwardFn, kMaxCols>, sizeof...(Rs)> forward_table(std::integer_sequence<int, Rs...>) {
-  return {{forward_row<Rs + 1>(std::make_integer_sequence<int, kMaxCols>{})...}};
+  return {{forward_row<Rs + 1, OB>(std::make_integer_sequence<int, kMaxCols>{})...}};
 }
 
-// forward_kernels[R - 1][Q - 1]
-inline const auto& forward_kernels() {
-  static const auto table = forward_table(std::make_integer_sequence<int, kMaxRows>{});
+// forward_kernels<OB>()[R - 1][Q - 1]
+template <int OB>
+const auto& forward_kernels() {
+  static const auto table = forward_table<OB>(std::make_integer_sequence<int, kMaxRows>{});
   return table;
 }
 
@@ -238,47 +251,58 @@ inline void forward(const float* xp, int64_t N, int64_t C, int64_t Hp, int64_t W
                     float* y) {
   TORCH_CHECK(stride == 1 || stride == 2, "d2l_ext.conv2d: the CPU tiles take stride 1 or 2, got ", stride);
   if (N == 0 || OH <= 0 || OW <= 0 || O == 0) return;
-  // Columns: the whole row when it fits, else equal chunks of at most 24.
-  const int64_t col_chunks = OW <= kMaxCols ? 1 : (OW + 23) / 24;
+  const int64_t blocks = (O + 15) / 16;
+  // Two blocks of 16 output channels a tile where there are two: 14 accumulators
+  // per block. Columns: the whole row when it fits, else equal chunks of at most
+  // 12 (24 with one block).
+  const int64_t OB = blocks >= 2 ? 2 : 1;
+  const int64_t per_block = kMaxAcc / OB, widest = OB == 2 ? 12 : 24;
+  const int64_t col_chunks = OW <= per_block ? 1 : (OW + widest - 1) / widest;
   const int64_t Q = (OW + col_chunks - 1) / col_chunks;
-  const int64_t R = max_rows(static_cast<int>(Q));
+  const int64_t R = std::max<int64_t>(1, std::min<int64_t>(kMaxRows, per_block / Q));
   const int64_t rows_total = N * OH;
   const int64_t row_groups = (rows_total + R - 1) / R;
-  const int64_t blocks = (O + 15) / 16;
+  const int64_t pairs = (blocks + OB - 1) / OB;
   const int64_t plane = Hp * Wp, image = C * plane, wblock = C * kh * kw * 16;
-  const auto& table = forward_kernels();
+  const auto& one = forward_kernels<1>();
+  const auto& two = forward_kernels<2>();
   // A thread's consecutive jobs share what is bigger: the same rows of the
   // input with successive blocks of weights, or (more weights than input: the
-  // last stages of ResNet) the same block of weights with successive rows.
+  // last stages of ResNet) the same blocks of weights with successive rows.
   const bool rows_major = C * kh * kw * blocks * 16 <= N * image;
-  at::parallel_for(0, row_groups * blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, row_groups * pairs, 1, [&](int64_t begin, int64_t end) {
     alignas(64) float tmp[kMaxAcc * 16];
     __m512 r[16];
     const float* rows[kMaxRows];
     int64_t n_of[kMaxRows], oy_of[kMaxRows];
     for (int64_t job = begin; job < end; ++job) {
-      const int64_t g = rows_major ? job / blocks : job % row_groups;
-      const int64_t ob = rows_major ? job % blocks : job / row_groups;
+      const int64_t g = rows_major ? job / pairs : job % row_groups;
+      const int64_t ob0 = (rows_major ? job % pairs : job / row_groups) * OB;
+      const int64_t nb = std::min(OB, blocks - ob0);
       const int64_t r0 = g * R, rn = std::min(R, rows_total - r0);
       for (int64_t i = 0; i < rn; ++i) {
         n_of[i] = (r0 + i) / OH;
         oy_of[i] = (r0 + i) % OH;
       }
-      const int64_t lanes = std::min<int64_t>(16, O - ob * 16);
       for (int64_t x0 = 0; x0 < OW; x0 += Q) {
         const int64_t q = std::min(Q, OW - x0);
         for (int64_t i = 0; i < rn; ++i) rows[i] = xp + n_of[i] * image + oy_of[i] * stride * Wp + x0 * stride;
-        table[rn - 1][q - 1](rows, C, plane, Wp, kh, kw, stride, wp + ob * wblock, bias + ob * 16, tmp);
+        (nb == 2 ? two : one)[rn - 1][q - 1](rows, C, plane, Wp, kh, kw, stride, wp + ob0 * wblock, wblock,
+                                             bias + ob0 * 16, tmp);
         // Row i's q vectors of 16 channels, transposed 16 columns at a time into the
         // channels' rows of y.
-        for (int64_t i = 0; i < rn; ++i) {
-          float* out = y + ((n_of[i] * O + ob * 16) * OH + oy_of[i]) * OW + x0;
-          for (int64_t j0 = 0; j0 < q; j0 += 16) {
-            const int64_t n = std::min<int64_t>(16, q - j0);
-            for (int64_t j = 0; j < 16; ++j) r[j] = j < n ? _mm512_load_ps(tmp + (i * q + j0 + j) * 16) : _mm512_setzero_ps();
-            transpose16(r);
-            const __mmask16 m = first_lanes(n);
-            for (int64_t l = 0; l < lanes; ++l) _mm512_mask_storeu_ps(out + l * OH * OW + j0, m, r[l]);
+        for (int64_t k = 0; k < nb; ++k) {
+          const int64_t ob = ob0 + k, lanes = std::min<int64_t>(16, O - ob * 16);
+          for (int64_t i = 0; i < rn; ++i) {
+            float* out = y + ((n_of[i] * O + ob * 16) * OH + oy_of[i]) * OW + x0;
+            const float* t = tmp + (k * rn + i) * q * 16;
+            for (int64_t j0 = 0; j0 < q; j0 += 16) {
+              const int64_t n = std::min<int64_t>(16, q - j0);
+              for (int64_t j = 0; j < 16; ++j) r[j] = j < n ? _mm512_load_ps(t + (j0 + j) * 16) : _mm512_setzero_ps();
+              transpose16(r);
+              const __mmask16 m = first_lanes(n);
+              for (int64_t l = 0; l < lanes; ++l) _mm512_mask_storeu_ps(out + l * OH * OW + j0, m, r[l]);
+            }
           }
         }
       }
