@@ -41,7 +41,13 @@ constexpr int kMaxCols = 28;  // columns of a forward tile
 constexpr int kMaxPairs = 9;  // (channel, ky) pairs of a weight tile
 constexpr int kMaxKw = 11;    // widest kernel the weight-gradient tiles take
 
-inline int max_pairs(int kw) { return std::max(1, std::min(kMaxPairs, kMaxAcc / kw)); }
+// Rows of a forward tile with Q columns and OB blocks of 16 output channels.
+constexpr int tile_rows(int q, int ob) {
+  return std::max(1, std::min(kMaxRows, kMaxAcc / ob / q));
+}
+// (channel, ky) pairs of a weight tile for a window kw wide.
+constexpr int tile_pairs(int kw) { return std::max(1, std::min(kMaxPairs, kMaxAcc / kw)); }
+
 
 // ---------------------------------------------------------------- packing
 
@@ -208,26 +214,32 @@ void forward_tile_kw(const float* const* rows, int64_t C, int64_t plane, int64_t
       for (int j = 0; j < Q; ++j) _mm512_storeu_ps(tmp + ((k * R + i) * Q + j) * 16, acc[k][i][j]);
 }
 
+// Only the 3-wide stride-1 window is unrolled (2-3 % faster on ResNet's 3x3
+// layers; unrolling 5-wide windows measured no gain), to keep the number of
+// instances (and the build time) down.
 template <int R, int Q, int OB>
 void forward_tile(const float* const* rows, int64_t C, int64_t plane, int64_t Wp, int64_t kh, int64_t kw,
                   int64_t stride, const float* w, int64_t wstride, const float* bias, float* tmp) {
-  if (stride == 2) {
-    if (kw == 3) return forward_tile_kw<R, Q, 3, 2, OB>(rows, C, plane, Wp, kh, kw, w, wstride, bias, tmp);
-    return forward_tile_kw<R, Q, 0, 2, OB>(rows, C, plane, Wp, kh, kw, w, wstride, bias, tmp);
-  }
+  if (stride == 2) return forward_tile_kw<R, Q, 0, 2, OB>(rows, C, plane, Wp, kh, kw, w, wstride, bias, tmp);
   if (kw == 3) return forward_tile_kw<R, Q, 3, 1, OB>(rows, C, plane, Wp, kh, kw, w, wstride, bias, tmp);
-  if (kw == 5) return forward_tile_kw<R, Q, 5, 1, OB>(rows, C, plane, Wp, kh, kw, w, wstride, bias, tmp);
   forward_tile_kw<R, Q, 0, 1, OB>(rows, C, plane, Wp, kh, kw, w, wstride, bias, tmp);
 }
 
 using ForwardFn = void (*)(const float* const*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                            const float*, int64_t, const float*, float*);
 
+// The tiles the driver picks: R = tile_rows(Q) rows (a last, shorter group of
+// rows repeats a row), or one row of fewer columns (the last chunk of a long row);
+// with one block, also the two-block shapes (an odd last block of channels).
+constexpr bool forward_used(int r, int q, int ob) {
+  return r == tile_rows(q, ob) || r == 1 || (ob == 1 && r == tile_rows(q, 2));
+}
+
 template <int R, int OB, int... Qs>
 constexpr std::array<ForwardFn, sizeof...(Qs)> forward_row(std::integer_sequence<int, Qs...>) {
-  // Q = Qs + 1; shapes with more than kMaxAcc accumulators are never picked (nullptr).
-  return {{((OB * R * (Qs + 1) <= kMaxAcc) ? &forward_tile<R, (OB * R * (Qs + 1) <= kMaxAcc ? Qs + 1 : 1), OB>
-                                           : nullptr)...}};
+  // Q = Qs + 1; unused shapes are nullptr (and not compiled).
+  return {{(forward_used(R, Qs + 1, OB) ? &forward_tile<R, (forward_used(R, Qs + 1, OB) ? Qs + 1 : 1), OB>
+                                       : nullptr)...}};
 }
 
 template <int OB, int... Rs>
@@ -256,10 +268,11 @@ inline void forward(const float* xp, int64_t N, int64_t C, int64_t Hp, int64_t W
   // per block. Columns: the whole row when it fits, else equal chunks of at most
   // 12 (24 with one block).
   const int64_t OB = blocks >= 2 ? 2 : 1;
-  const int64_t per_block = kMaxAcc / OB, widest = OB == 2 ? 12 : 24;
+  const int64_t per_block = kMaxAcc / OB, widest = per_block * 6 / 7;  // 12 or 24
   const int64_t col_chunks = OW <= per_block ? 1 : (OW + widest - 1) / widest;
   const int64_t Q = (OW + col_chunks - 1) / col_chunks;
-  const int64_t R = std::max<int64_t>(1, std::min<int64_t>(kMaxRows, per_block / Q));
+  const int64_t R = tile_rows(static_cast<int>(Q), static_cast<int>(OB));
+  TORCH_INTERNAL_ASSERT(col_chunks == 1 || R == 1, "conv2d tiles: chunks of a row are one-row tiles");
   const int64_t rows_total = N * OH;
   const int64_t row_groups = (rows_total + R - 1) / R;
   const int64_t pairs = (blocks + OB - 1) / OB;
@@ -286,16 +299,21 @@ inline void forward(const float* xp, int64_t N, int64_t C, int64_t Hp, int64_t W
       }
       for (int64_t x0 = 0; x0 < OW; x0 += Q) {
         const int64_t q = std::min(Q, OW - x0);
-        for (int64_t i = 0; i < rn; ++i) rows[i] = xp + n_of[i] * image + oy_of[i] * stride * Wp + x0 * stride;
-        (nb == 2 ? two : one)[rn - 1][q - 1](rows, C, plane, Wp, kh, kw, stride, wp + ob0 * wblock, wblock,
-                                             bias + ob0 * 16, tmp);
+        const int64_t rk = q == Q ? R : 1;  // rows the kernel computes (a short chunk: R == 1)
+        for (int64_t i = 0; i < rk; ++i) {
+          const int64_t s = std::min(i, rn - 1);  // rows past the last repeat it, unstored
+          rows[i] = xp + n_of[s] * image + oy_of[s] * stride * Wp + x0 * stride;
+        }
+        const ForwardFn fn = (nb == 2 ? two : one)[rk - 1][q - 1];
+        TORCH_INTERNAL_ASSERT(fn != nullptr, "conv2d tiles: no forward tile of ", rk, " x ", q, " x ", nb);
+        fn(rows, C, plane, Wp, kh, kw, stride, wp + ob0 * wblock, wblock, bias + ob0 * 16, tmp);
         // Row i's q vectors of 16 channels, transposed 16 columns at a time into the
         // channels' rows of y.
         for (int64_t k = 0; k < nb; ++k) {
           const int64_t ob = ob0 + k, lanes = std::min<int64_t>(16, O - ob * 16);
           for (int64_t i = 0; i < rn; ++i) {
             float* out = y + ((n_of[i] * O + ob * 16) * OH + oy_of[i]) * OW + x0;
-            const float* t = tmp + (k * rn + i) * q * 16;
+            const float* t = tmp + (k * rk + i) * q * 16;
             for (int64_t j0 = 0; j0 < q; j0 += 16) {
               const int64_t n = std::min<int64_t>(16, q - j0);
               for (int64_t j = 0; j < 16; ++j) r[j] = j < n ? _mm512_load_ps(t + (j0 + j) * 16) : _mm512_setzero_ps();
@@ -348,9 +366,11 @@ void weight_tile(const float* g, const float* xp, const int64_t* base, int64_t N
 using WeightTileFn = void (*)(const float*, const float*, const int64_t*, int64_t, int64_t, int64_t, int64_t,
                               int64_t, int64_t, float*);
 
+// One tile shape per window width: RT = tile_pairs(KW) (a last, shorter chunk
+// of pairs repeats a pair, unstored).
 template <int KW, int... Rs>
 constexpr std::array<WeightTileFn, sizeof...(Rs)> weight_row(std::integer_sequence<int, Rs...>) {
-  return {{(((Rs + 1) * KW <= kMaxAcc) ? &weight_tile<((Rs + 1) * KW <= kMaxAcc ? Rs + 1 : 1), KW> : nullptr)...}};
+  return {{((Rs + 1 == tile_pairs(KW)) ? &weight_tile<(Rs + 1 == tile_pairs(KW) ? Rs + 1 : 1), KW> : nullptr)...}};
 }
 
 template <int... Ks>
@@ -372,7 +392,7 @@ inline void weight(const float* xp, int64_t N, int64_t C, int64_t Hp, int64_t Wp
                    int64_t stride, int64_t OH, int64_t OW, const float* gb, int64_t O, float* gw) {
   TORCH_CHECK((stride == 1 || stride == 2) && kw <= kMaxKw, "d2l_ext.conv2d: no CPU weight tile for stride ",
               stride, " and a window ", kw, " wide");
-  const int64_t RT = max_pairs(static_cast<int>(kw));
+  const int64_t RT = tile_pairs(static_cast<int>(kw));
   const int64_t pairs = C * kh;
   const int64_t chunks = (pairs + RT - 1) / RT;
   const int64_t blocks = (O + 15) / 16;
@@ -386,12 +406,15 @@ inline void weight(const float* xp, int64_t N, int64_t C, int64_t Hp, int64_t Wp
     for (int64_t job = begin; job < end; ++job) {
       const int64_t ob = job / chunks, ch = job % chunks;
       const int64_t p0 = ch * RT, rt = std::min(RT, pairs - p0);
-      for (int64_t r = 0; r < rt; ++r) {
-        c_of[r] = (p0 + r) / kh;
-        ky_of[r] = (p0 + r) % kh;
+      for (int64_t r = 0; r < RT; ++r) {
+        const int64_t pair = p0 + std::min(r, rt - 1);  // pairs past the last repeat it, unstored
+        c_of[r] = pair / kh;
+        ky_of[r] = pair % kh;
         base[r] = c_of[r] * plane + ky_of[r] * Wp;
       }
-      table[kw - 1][rt - 1](gb + ob * positions * 16, xp, base, N, OH, OW, image, Wp, stride, tmp);
+      const WeightTileFn fn = table[kw - 1][RT - 1];
+      TORCH_INTERNAL_ASSERT(fn != nullptr, "conv2d tiles: no weight tile of ", RT, " x ", kw);
+      fn(gb + ob * positions * 16, xp, base, N, OH, OW, image, Wp, stride, tmp);
       const int64_t lanes = std::min<int64_t>(16, O - ob * 16);
       for (int64_t l = 0; l < lanes; ++l) {
         float* out = gw + (ob * 16 + l) * C * kh * kw;
