@@ -1189,7 +1189,8 @@ def test_cpu_tiles_non_finite_weights_like_torch(dims):
         ours = _run(OUR_FNS[2], x, w, None, dict(padding=pad))
     ref = _run(TORCH_FNS[2], x, w, None, dict(padding=pad), g=ours[2])
     # the finite entries' budgets: sums that never touch the two weights
-    budgets = conv_budgets(2, x, torch.nan_to_num(w.detach(), nan=0.0, posinf=0.0), None, dict(padding=pad), ours[2])
+    finite_w = torch.nan_to_num(w.detach(), nan=0.0, posinf=0.0)
+    budgets = conv_budgets(2, x, finite_w, None, dict(padding=pad), ours[2])
     for name, a, r in zip(("output", *NAMES), (ours[0], *ours[1]), (ref[0], *ref[1])):
         if name == "output":
             # A known difference (README): the forward multiplies the padding zeros by the inf
