@@ -446,6 +446,38 @@ def test_hypothesis_matches_torch(device, dtype, backend_name, p):
         compare_with_torch(x, w, b, dims=p["dims"], **p["kwargs"])
 
 
+@st.composite
+def tile_problems(draw):
+    """Ungrouped float32 conv2d problems in the range of the CPU's AVX-512 tiles: more than 8
+    output channels, stride 1 or 2, windows 1..5 per axis (the weight tiles take up to 11 wide),
+    rows up to 40 outputs wide (chunks of a row), small images (tiles across images)."""
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    stride = draw(st.sampled_from([1, 1, 2]))
+    ph, pw = draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1))
+    h = draw(st.integers(max(1, kh - 2 * ph), 12))
+    w = draw(st.integers(max(1, kw - 2 * pw), 44))
+    return dict(
+        x=(draw(st.integers(1, 3)), draw(st.integers(1, 40)), h, w),
+        w=(draw(st.integers(9, 40)), None, kh, kw),
+        bias=draw(st.booleans()),
+        kwargs=dict(stride=stride, padding=(ph, pw)),
+        seed=draw(st.integers(0, 2**31 - 1)),
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(p=tile_problems())
+def test_hypothesis_cpu_tiles_match_torch(p):
+    """The tiles' shapes at random (and, where a layer is outside them, whichever path takes it):
+    output and all three gradients against torch in float32 within the float budget."""
+    skip_unless_conv_kernel("cpu")
+    with _use("native", "cpu"):
+        x = make(p["x"], torch.float32, "cpu", p["seed"])
+        w = make((p["w"][0], p["x"][1], *p["w"][2:]), torch.float32, "cpu", p["seed"] + 1)
+        b = make(p["w"][:1], torch.float32, "cpu", p["seed"] + 2) if p["bias"] else None
+        compare_with_torch(x, w, b, dims=2, **p["kwargs"])
+
+
 # --------------------------------------------------------------------------- gradcheck
 
 # Small shapes: gradcheck evaluates the op twice per input element and backward once per output element.
