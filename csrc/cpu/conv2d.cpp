@@ -35,7 +35,6 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -154,8 +153,8 @@ enum class Pass { kForward, kInputGrad, kWeightGrad };
 // stride 1, or stride 2 with a window of more than one tap and at least 16
 // input channels (ResNet's downsampling 3x3; the one-channel stems stay on
 // im2col, and a strided 1x1 is a GEMM on a cheap copy, which measured faster).
-// Their input gradient needs stride 1, their weight gradient a window at most
-// 11 wide. A 1x1 layer needs no im2col copy, so a GEMM is the better choice
+// Their input gradient needs stride 1 and padding below the window (grad_output
+// is padded by k - 1 - p), their weight gradient a window at most 11 wide. A 1x1 layer needs no im2col copy, so a GEMM is the better choice
 // unless the images are small (< 256 positions, GoogLeNet's 12 x 12: narrow
 // products) and, forward or input gradient, the pass sums >= 128 channels (a
 // tile's transposed store costs too much on fewer). Measured, one thread,
@@ -170,6 +169,8 @@ bool tiles_fit(const ConvGeometry& g, const at::Tensor& input, Pass pass) {
     if (pass == Pass::kForward && g.C < 128) return false;
     if (pass == Pass::kInputGrad && g.O < 128) return false;
   }
+  if (pass == Pass::kInputGrad && (g.sh != 1 || g.ph >= g.kh || g.pw >= g.kw)) return false;
+  if (pass == Pass::kWeightGrad && g.kw > direct::tiles::kMaxKw) return false;
   return input.scalar_type() == at::kFloat && g.groups == 1 && stride && g.dh == 1 && g.dw == 1 && g.N > 0 &&
          direct::kernel().tiles;
 }
@@ -413,7 +414,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     output_mask[0] = false;  // done; what is left below is the weight gradient
   }
   at::Tensor wp_input;  // the tiles' packed weights for the input gradient, when they take it
-  if (output_mask[0] && tiles_fit(g, input, Pass::kInputGrad) && g.sh == 1 && g.ph < g.kh && g.pw < g.kw) {
+  if (output_mask[0] && tiles_fit(g, input, Pass::kInputGrad)) {
     wp_input = at::empty({(g.C + 15) / 16, g.O * g.kh * g.kw, 16}, input.options());
     if (!direct::tiles::pack_input_grad(weight.const_data_ptr<float>(), g.O, g.C, g.kh * g.kw,
                                         wp_input.data_ptr<float>())) {
@@ -454,7 +455,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     // (C, kh, kw, Opad) -> (O, C, kh, kw)
     grad_weight = partial.sum({0, 5}).narrow(3, 0, g.O).permute({3, 0, 1, 2}).contiguous().view({g.O, g.K()});
     output_mask[1] = false;
-  } else if (output_mask[1] && tiles_fit(g, input, Pass::kWeightGrad) && g.kw <= direct::tiles::kMaxKw) {
+  } else if (output_mask[1] && tiles_fit(g, input, Pass::kWeightGrad)) {
     // grad_output in blocks of 16 channels, (O / 16, N * OH * OW, 16), for the tiles' vector loads.
     const int64_t blocks = (g.O + 15) / 16;
     const at::Tensor gb = at::empty({blocks, g.N * g.L(), 16}, input.options());

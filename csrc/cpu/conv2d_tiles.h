@@ -8,13 +8,14 @@
 // 24-28 accumulators of a tile. Without AVX-512 these layers keep im2col.
 //
 // Forward (and the input gradient, the same product on the zero-padded output
-// gradient with rotated, channel-swapped weights). A tile is 16 output
-// channels (one register) x R output rows x Q output columns, R * Q <= 28
-// accumulator registers. The rows are any R rows of the (n, oy) rows of the
-// output, each with its own pointer into the zero-padded input, so a tile of
-// a 3 x 3 output (ResNet's last stage) spans images. For every (c, ky, kx)
-// tap: one load of 16 weights, then R * Q fused multiply-adds, each with an
-// input broadcast from memory: no im2col copy, one load per FMA from L1.
+// gradient with rotated, channel-swapped weights). A tile is OB blocks of 16
+// output channels (one register each; OB = 2 where there are two) x R output
+// rows x Q output columns, OB * R * Q <= 28 accumulator registers. The rows
+// are any R rows of the (n, oy) rows of the output, each with its own pointer
+// into the zero-padded input, so a tile of a 3 x 3 output (ResNet's last
+// stage) spans images. For every (c, ky, kx) tap: one load of 16 weights per
+// block, then per output position one input broadcast from memory feeding OB
+// fused multiply-adds: no im2col copy.
 //
 // Weight gradient. gw[o][c][ky][kx] = sum over (n, oy, ox) of gy[n][o][oy][ox]
 // * xp[n][c][oy + ky][ox + kx]: a tile is 16 output channels x RT (channel,
@@ -79,25 +80,29 @@ inline void transpose16(__m512 r[16]) {
 
 inline __mmask16 first_lanes(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
 
+// Rows [16 ob, 16 ob + lanes) of src (rows K floats long, contiguous) interleaved
+// into dst[i * 16 + l] = src[16 ob + l][i], lanes >= `lanes` zero: 16 x 16
+// transposes, 16 rows of 16 values in, 16 vectors of 16 channels out.
+inline void interleave_block(const float* src, int64_t K, int64_t ob, int64_t lanes, float* dst) {
+  __m512 r[16];
+  for (int64_t i0 = 0; i0 < K; i0 += 16) {
+    const int64_t n = std::min<int64_t>(16, K - i0);
+    const __mmask16 m = first_lanes(n);
+    for (int64_t l = 0; l < 16; ++l) {
+      r[l] = l < lanes ? _mm512_maskz_loadu_ps(m, src + (ob * 16 + l) * K + i0) : _mm512_setzero_ps();
+    }
+    transpose16(r);
+    for (int64_t k = 0; k < n; ++k) _mm512_storeu_ps(dst + (i0 + k) * 16, r[k]);
+  }
+}
+
 // Weights w (O, C, T = kh * kw taps), contiguous, into the forward tiles' blocks:
 // out[((ob * C + c) * T + t) * 16 + l] = w[ob * 16 + l][c][t], zero for channels >= O.
-// 16 x 16 transposes: 16 rows of 16 weights in, 16 vectors of 16 channels out.
 inline void pack_forward(const float* w, int64_t O, int64_t C, int64_t T, float* out) {
   const int64_t blocks = (O + 15) / 16, K = C * T;
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    __m512 r[16];
     for (int64_t ob = begin; ob < end; ++ob) {
-      float* dst = out + ob * K * 16;
-      const int64_t lanes = std::min<int64_t>(16, O - ob * 16);
-      for (int64_t i0 = 0; i0 < K; i0 += 16) {
-        const int64_t n = std::min<int64_t>(16, K - i0);
-        const __mmask16 m = first_lanes(n);
-        for (int64_t l = 0; l < 16; ++l) {
-          r[l] = l < lanes ? _mm512_maskz_loadu_ps(m, w + (ob * 16 + l) * K + i0) : _mm512_setzero_ps();
-        }
-        transpose16(r);
-        for (int64_t k = 0; k < n; ++k) _mm512_storeu_ps(dst + (i0 + k) * 16, r[k]);
-      }
+      interleave_block(w, K, ob, std::min<int64_t>(16, O - ob * 16), out + ob * K * 16);
     }
   });
 }
@@ -146,16 +151,7 @@ inline void block_output_grad(const float* gy, int64_t N, int64_t O, int64_t L, 
   at::parallel_for(0, blocks * N, 1, [&](int64_t begin, int64_t end) {
     for (int64_t job = begin; job < end; ++job) {
       const int64_t ob = job / N, n = job % N;
-      float* dst = out + job * L * 16;
-      for (int64_t l = 0; l < 16; ++l) {
-        const int64_t o = ob * 16 + l;
-        if (o >= O) {
-          for (int64_t p = 0; p < L; ++p) dst[p * 16 + l] = 0.0f;
-          continue;
-        }
-        const float* src = gy + (n * O + o) * L;
-        for (int64_t p = 0; p < L; ++p) dst[p * 16 + l] = src[p];
-      }
+      interleave_block(gy + n * O * L, L, ob, std::min<int64_t>(16, O - ob * 16), out + job * L * 16);
     }
   });
 }
@@ -164,8 +160,8 @@ inline void block_output_grad(const float* gy, int64_t N, int64_t O, int64_t L, 
 
 // tmp[(i * Q + j) * 16 + l] = bias[l] + sum over (c, ky, kx) of
 // w[((c * kh + ky) * kw + kx) * 16 + l] * rows[i][c * plane + ky * Wp + kx + j].
-// KW > 0: the window is KW wide (3 or 5, the book's), its taps unrolled with
-// constant offsets; KW == 0: kw at run time. S: the stride (1 or 2), column j
+// KW > 0: the window is KW wide (3: ResNet's), its taps unrolled with constant
+// offsets; KW == 0: kw at run time. S: the stride (1 or 2), column j
 // of a row reads input column j * S (+ kx). OB: blocks of 16 output channels
 // (1 or 2; block k's weights at w + k * wstride): with 2, each broadcast input
 // feeds two FMAs, half the loads per FMA.
@@ -268,7 +264,7 @@ inline void forward(const float* xp, int64_t N, int64_t C, int64_t Hp, int64_t W
   // per block. Columns: the whole row when it fits, else equal chunks of at most
   // 12 (24 with one block).
   const int64_t OB = blocks >= 2 ? 2 : 1;
-  const int64_t per_block = kMaxAcc / OB, widest = per_block * 6 / 7;  // 12 or 24
+  const int64_t per_block = kMaxAcc / OB, widest = OB == 2 ? 12 : 24;
   const int64_t col_chunks = OW <= per_block ? 1 : (OW + widest - 1) / widest;
   const int64_t Q = (OW + col_chunks - 1) / col_chunks;
   const int64_t R = tile_rows(static_cast<int>(Q), static_cast<int>(OB));
