@@ -266,20 +266,20 @@ CASES = {
     "direct_k7_wide": Case((2, 3, 9, 40), (12, 3, 7, 7), True, dict(padding=3)),
     "direct_k3_5_channels": Case((3, 4, 6, 19), (5, 4, 3, 3), True, dict(padding=(0, 2))),
     "direct_16_channels_in_and_out": Case((2, 16, 7, 17), (16, 16, 5, 2), False, dict(padding=(2, 1))),
-    # the CPU's AVX-512 tiles (stride 1, > 16 channels): 37 outputs = 16 + 16 + 5 lanes, 20 inputs
-    # (input gradient 16 + 4), 9 columns x 3 rows a tile, 21 rows = 7 tiles; weight tiles of 9
-    # (channel, ky) pairs with a tail of 6
+    # the CPU's AVX-512 tiles (> 8 channels): 37 outputs = a two-block tile (16 + 16) and an odd
+    # block of 5 lanes, 20 inputs (input gradient 16 + 4), one-row tiles of 9 columns; weight tiles
+    # of 9 (channel, ky) pairs with a tail of 6
     "tiles_3x3_odd_channels": Case((3, 20, 7, 9), (37, 20, 3, 3), True, dict(padding=1)),
-    # 3 x 3 outputs: tiles of 8 rows spanning images (15 rows: 8 + 7)
+    # 3 x 3 outputs: two-block tiles of 4 rows spanning images (15 rows: 4 + 4 + 4 + 3)
     "tiles_3x3_outputs": Case((5, 24, 3, 3), (32, 24, 3, 3), True, dict(padding=1)),
-    # 61 columns: chunks of 21 + 21 + 19; a 3 x 5 window, no vertical padding
+    # 61 columns: chunks of 11 (5 x 11 + 6); a 3 x 5 window, no vertical padding
     "tiles_wide_rows": Case((2, 17, 5, 61), (18, 17, 3, 5), False, dict(padding=(0, 2))),
     # a 7-wide window (taps at run time; weight tiles of 4 pairs x 7)
     "tiles_k7": Case((2, 18, 9, 10), (20, 18, 7, 7), True, dict(padding=3)),
     # 13 wide: forward and input gradient on the tiles, the weight gradient on im2col + GEMM
     "tiles_k13_weight_by_gemm": Case((2, 17, 4, 20), (17, 17, 1, 13), True, dict(padding=(0, 6))),
     # stride 2 (>= 16 input channels): forward and weight gradient on the tiles, input gradient on
-    # im2col; a 3x3 (unrolled taps), a 5x5 (taps at run time), an unpadded even input
+    # im2col; a 3x3, a 5x5, an unpadded even input
     "tiles_stride_2": Case((3, 16, 9, 11), (20, 16, 3, 3), True, dict(stride=2, padding=1)),
     "tiles_stride_2_k5": Case((2, 16, 11, 12), (18, 16, 5, 5), True, dict(stride=2, padding=2)),
     "tiles_stride_2_unpadded": Case((2, 17, 8, 8), (33, 17, 3, 3), False, dict(stride=2)),
